@@ -1,0 +1,110 @@
+"""MetaRec nightly: validate the day's behavior logs, meta-learn, personalize, gate, publish top-K.
+
+Each task runs one DVC stage of `dvc.yaml` in the pipeline workspace, so this DAG, a manual trigger
+and a laptop `dvc repro` execute the same code. Trigger manually with parameters to re-run a day
+(`run_date`), try another algorithm, or force a publish past the gate.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Param, chain, dag, get_current_context, task
+
+from metarec_tasks.params import load_params
+from metarec_tasks.workspace import workspace_root
+
+ORCHESTRATION = load_params(workspace_root() / "params.yaml").orchestration
+
+
+def stage(name: str, queue: str = ORCHESTRATION.default_queue):
+    """One pipeline stage as a task; bad data fails it at once instead of retrying."""
+
+    @task(task_id=name, queue=queue)
+    def run_stage() -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from metarec_tasks.workspace import StageFailed, run_dvc_stage
+
+        try:
+            run_dvc_stage(name)
+        except StageFailed as exc:
+            if not exc.retryable:
+                raise AirflowFailException(str(exc)) from exc
+            raise
+
+    return run_stage()
+
+
+@dag(
+    dag_id="metarec_nightly",
+    schedule=ORCHESTRATION.schedule,
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "retries": ORCHESTRATION.retries,
+        "retry_delay": timedelta(minutes=ORCHESTRATION.retry_delay_minutes),
+    },
+    params={
+        "run_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Day to process (YYYY-MM-DD); default: the day before the logical date",
+        ),
+        "algorithm": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "maml", "fomaml"],
+            description="Meta-learning algorithm; default: params.yaml",
+        ),
+        "meta_epochs": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Meta-training epochs; default: params.yaml",
+        ),
+        "source": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "synthetic", "landing"],
+            description="Behavior-log source; default: params.yaml",
+        ),
+        "force_publish": Param(
+            False, type="boolean", description="Publish even if the quality gate rejects the model"
+        ),
+    },
+    doc_md=__doc__,
+    tags=["metarec", "recommendations"],
+)
+def metarec_nightly():
+    @task
+    def prepare() -> dict:
+        """Write this run's parameters into params.yaml (what DVC tracks)."""
+        from metarec_tasks.workspace import prepare_run
+
+        context = get_current_context()
+        return prepare_run(workspace_root(), dict(context["params"]), context.get("logical_date"))
+
+    @task
+    def version() -> dict:
+        """Push the DVC outputs and record the run's exact data/model hashes in the warehouse."""
+        from metarec_tasks.workspace import version_run
+
+        return version_run(workspace_root(), get_current_context()["run_id"])
+
+    chain(
+        prepare(),
+        stage("ingest"),
+        stage("validate"),
+        stage("episodes"),
+        stage("train", queue=ORCHESTRATION.gpu_queue),
+        stage("finetune", queue=ORCHESTRATION.gpu_queue),
+        stage("evaluate"),
+        stage("publish"),
+        version(),
+    )
+
+
+metarec_nightly()

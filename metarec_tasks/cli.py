@@ -1,0 +1,125 @@
+"""`metarec <stage>`: the command line every driver calls (dvc.yaml's cmds, Airflow's tasks, people).
+
+Expected failures — bad data, a diverged loss, a foreign model file — end with a one-paragraph
+message and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metarec_tasks.errors import DataQualityError, ModelFileError, NonFiniteLossError
+from metarec_tasks.params import PARAMS_FILE, Params, load_params
+
+log = logging.getLogger("metarec")
+
+EXIT_DATA_QUALITY = 2
+EXIT_TRAINING = 3
+EXIT_MODEL_FILE = 4
+QUIET_LOGGERS = ("great_expectations", "matplotlib", "alembic", "filelock")
+
+
+def _stage(name: str) -> Callable[[Params, Path], Any]:
+    """Import a stage lazily: `metarec ingest` should not pay for importing torch or GX."""
+    from importlib import import_module
+
+    module, func = STAGES[name]
+    return getattr(import_module(module), func)
+
+
+STAGES: dict[str, tuple[str, str]] = {
+    "ingest": ("metarec_tasks.logs.ingest", "run_ingest"),
+    "validate": ("metarec_tasks.validate", "run_validate"),
+    "episodes": ("metarec_tasks.episodes", "run_episodes"),
+    "train": ("metarec_tasks.train", "run_train"),
+    "finetune": ("metarec_tasks.finetune", "run_finetune"),
+    "evaluate": ("metarec_tasks.evaluate", "run_evaluate"),
+    "publish": ("metarec_tasks.publish", "run_publish"),
+}
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set meta.epochs=3` → {"meta.epochs": 3} (values parsed as YAML scalars)."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metarec", description=__doc__)
+    parser.add_argument("--root", type=Path, default=Path("."), help="pipeline workspace (default: .)")
+    parser.add_argument("--params", type=Path, default=None, help="params file (default: ROOT/params.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter for this invocation only (not seen by DVC)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in STAGES:
+        sub.add_parser(name, help=f"run the {name} stage")
+    summary = sub.add_parser("summary", help="print what the last run did, read back from the warehouse")
+    summary.add_argument("--users", type=int, default=2, help="users whose top items to show")
+    summary.add_argument("--top", type=int, default=5, help="items per user to show")
+    get = sub.add_parser("param", help="print one parameter value (e.g. run.run_date)")
+    get.add_argument("key")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    root = args.root.resolve()
+    params = load_params(args.params or root / PARAMS_FILE, parse_overrides(args.overrides))
+    if args.command == "param":
+        node: Any = params.model_dump(mode="json", by_alias=True)
+        for key in args.key.split("."):
+            node = node[key]
+        print(node)  # noqa: T201 - the value is this command's output
+        return 0
+    if args.command == "summary":
+        from metarec_tasks.summary import print_summary
+
+        print_summary(params, root, users=args.users, top=args.top)
+        return 0
+    return run_stage(args.command, params, root)
+
+
+def run_stage(name: str, params: Params, root: Path) -> int:
+    try:
+        _stage(name)(params, root)
+    except DataQualityError as exc:
+        log.error("%s failed a data-quality check: %s", name, exc)
+        return EXIT_DATA_QUALITY
+    except NonFiniteLossError as exc:
+        log.error("%s stopped: %s", name, exc)
+        return EXIT_TRAINING
+    except ModelFileError as exc:
+        log.error("%s refused the model file: %s", name, exc)
+        return EXIT_MODEL_FILE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Tasks as padded tensors: what the vectorized meta-learners consume.
+
+Users have different numbers of interactions, but `vmap` needs equal shapes, so every task's support
+and query sets are padded to the batch maximum and carry a mask; losses only count the real rows.
+Features are gathered once per batch into [tasks, rows, ...] tensors so the inner loop never indexes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec_tasks.episodes import QUERY, SUPPORT
+from metarec_tasks.features import Vocabulary, encode_items, encode_users
+from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.model import Features
+
+
+@dataclass
+class Catalog:
+    """Encoded feature rows of every known user and item, addressed by id."""
+
+    users: Features
+    items: Features
+    user_ids: list[str]
+    item_ids: list[str]
+
+    @classmethod
+    def build(cls, vocab: Vocabulary, users: pd.DataFrame, items: pd.DataFrame) -> Catalog:
+        users = users.drop_duplicates(USER_KEY).reset_index(drop=True)
+        items = items.drop_duplicates(ITEM_KEY).reset_index(drop=True)
+        return cls(
+            users=encode_users(vocab, users),
+            items=encode_items(vocab, items),
+            user_ids=users[USER_KEY].astype(str).tolist(),
+            item_ids=items[ITEM_KEY].astype(str).tolist(),
+        )
+
+    def with_missing(self, vocab: Vocabulary, user_ids: list[str], item_ids: list[str]) -> Catalog:
+        """Add users/items that have events but no side-table row: they get 'unknown' features."""
+        new_users = sorted(set(user_ids) - set(self.user_ids))
+        new_items = sorted(set(item_ids) - set(self.item_ids))
+        if not new_users and not new_items:
+            return self
+        blank_users = pd.DataFrame({USER_KEY: new_users})
+        blank_items = pd.DataFrame({ITEM_KEY: new_items})
+        extra_u = encode_users(vocab, _with_columns(blank_users, vocab.user))
+        extra_i = encode_items(vocab, _with_columns(blank_items, vocab.item))
+        return Catalog(
+            users={k: torch.cat([v, extra_u[k]]) for k, v in self.users.items()},
+            items={k: torch.cat([v, extra_i[k]]) for k, v in self.items.items()},
+            user_ids=self.user_ids + new_users,
+            item_ids=self.item_ids + new_items,
+        )
+
+    def __post_init__(self) -> None:
+        self._user_lookup = {u: i for i, u in enumerate(self.user_ids)}
+        self._item_lookup = {u: i for i, u in enumerate(self.item_ids)}
+
+    def user_rows(self, ids) -> np.ndarray:
+        return np.asarray([self._user_lookup[str(u)] for u in ids], dtype=np.int64)
+
+    def item_rows(self, ids) -> np.ndarray:
+        return np.asarray([self._item_lookup[str(u)] for u in ids], dtype=np.int64)
+
+
+def _with_columns(frame: pd.DataFrame, vocab: dict[str, list[str]]) -> pd.DataFrame:
+    for name in vocab:
+        frame[name] = pd.Series([None] * len(frame), dtype="string")
+    return frame
+
+
+@dataclass
+class InteractionSet:
+    """One role (support or query) of a batch of tasks: [tasks, rows, ...] tensors plus a mask."""
+
+    user: Features
+    item: Features
+    target: torch.Tensor
+    mask: torch.Tensor
+    item_rows: torch.Tensor  # catalog rows, -1 where padded
+
+
+@dataclass
+class TaskBatch:
+    user_ids: list[str]
+    user_rows: torch.Tensor  # [T]
+    support: InteractionSet
+    query: InteractionSet
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TaskBatch:
+        def move(s: InteractionSet) -> InteractionSet:
+            return InteractionSet(
+                **{f.name: _move(getattr(s, f.name), device, non_blocking) for f in fields(s)}
+            )
+
+        return TaskBatch(self.user_ids, self.user_rows.to(device), move(self.support), move(self.query))
+
+
+def _move(value, device, non_blocking):
+    if isinstance(value, dict):
+        return {k: v.to(device, non_blocking=non_blocking) for k, v in value.items()}
+    return value.to(device, non_blocking=non_blocking)
+
+
+def padded_rows(frame: pd.DataFrame, users: list[str], catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+    """[T, max_rows] catalog item rows (-1 padded) and targets, in the order of `users`."""
+    groups = {u: g for u, g in frame.groupby(USER_KEY, sort=False)}
+    width = max((len(g) for g in groups.values()), default=0)
+    width = max(width, 1)
+    rows = np.full((len(users), width), -1, dtype=np.int64)
+    target = np.zeros((len(users), width), dtype=np.float32)
+    for t, user in enumerate(users):
+        group = groups.get(user)
+        if group is None:
+            continue
+        rows[t, : len(group)] = catalog.item_rows(group[ITEM_KEY])
+        target[t, : len(group)] = group["value"].to_numpy(dtype=np.float32)
+    return rows, target
+
+
+def interaction_set(
+    catalog: Catalog, user_rows: np.ndarray, item_rows: np.ndarray, target: np.ndarray
+) -> InteractionSet:
+    mask = item_rows >= 0
+    safe_items = torch.as_tensor(np.where(mask, item_rows, 0))
+    users = torch.as_tensor(user_rows)[:, None].expand_as(safe_items)
+    return InteractionSet(
+        user={k: v[users] for k, v in catalog.users.items()},
+        item={k: v[safe_items] for k, v in catalog.items.items()},
+        target=torch.as_tensor(target),
+        mask=torch.as_tensor(mask),
+        item_rows=torch.as_tensor(item_rows),
+    )
+
+
+def build_task_batch(tasks: pd.DataFrame, catalog: Catalog, users: list[str] | None = None) -> TaskBatch:
+    """Pad the support/query sets of `users` (default: every user in `tasks`) into one batch."""
+    users = users if users is not None else list(dict.fromkeys(tasks[USER_KEY].astype(str)))
+    user_rows = catalog.user_rows(users)
+    sets = {}
+    for role in (SUPPORT, QUERY):
+        rows, target = padded_rows(tasks[tasks["role"] == role], users, catalog)
+        sets[role] = interaction_set(catalog, user_rows, rows, target)
+    return TaskBatch(users, torch.as_tensor(user_rows), sets[SUPPORT], sets[QUERY])
+
+
+def select(batch: TaskBatch, index: torch.Tensor) -> TaskBatch:
+    """A sub-batch of tasks (keeps the padding width of the parent batch)."""
+
+    def pick(s: InteractionSet) -> InteractionSet:
+        return InteractionSet(
+            user={k: v[index] for k, v in s.user.items()},
+            item={k: v[index] for k, v in s.item.items()},
+            target=s.target[index],
+            mask=s.mask[index],
+            item_rows=s.item_rows[index],
+        )
+
+    ids = [batch.user_ids[i] for i in index.tolist()]
+    return TaskBatch(ids, batch.user_rows[index], pick(batch.support), pick(batch.query))

@@ -1,0 +1,255 @@
+"""Typed parameters: the one place where every knob of the pipeline is declared.
+
+`params.yaml` is what DVC tracks and what the nightly DAG writes a run's settings into; this module
+turns it into validated, typed objects so a typo or a wrong type fails loudly before any stage runs.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PARAMS_FILE = "params.yaml"
+WAREHOUSE_URL_ENV = "METAREC_WAREHOUSE_URL"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunParams(_Strict):
+    run_date: date
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @property
+    def run_id(self) -> str:
+        """One run per logical day: re-running a day replaces that day's published rows."""
+        return f"nightly-{self.run_date.isoformat()}"
+
+
+class SourceParams(_Strict):
+    kind: Literal["synthetic", "landing"] = "synthetic"
+    history_days: int = Field(14, ge=1)
+    landing_dir: str = "landing"
+
+
+class SyntheticParams(_Strict):
+    start_date: date
+    initial_users: int = Field(ge=1)
+    new_users_per_day: int = Field(ge=0)
+    initial_items: int = Field(ge=1)
+    new_items_per_day: int = Field(ge=0)
+    daily_active_share: float = Field(gt=0, le=1)
+    events_per_active_user: float = Field(gt=0)
+    new_user_events: float = Field(gt=0)
+    latent_dim: int = Field(ge=1)
+    feature_signal: float = Field(ge=0, le=1)
+    zipf_exponent: float = Field(ge=0)
+    taste_temperature: float = Field(ge=0)
+    rating_noise: float = Field(ge=0)
+    bad_row_share: float = Field(ge=0, lt=1)
+
+
+FeatureKind = Literal["categorical", "multi_hot"]
+
+
+class FeatureSpec(_Strict):
+    name: str
+    kind: FeatureKind
+
+
+class FeatureParams(_Strict):
+    user: list[FeatureSpec]
+    item: list[FeatureSpec]
+
+
+class ValidateParams(_Strict):
+    event_types: list[str]
+    rating_min: float
+    rating_max: float
+    id_pattern: str
+    max_bad_row_share: float = Field(ge=0, le=1)
+    min_rows: int = Field(ge=0)
+
+
+class EpisodeParams(_Strict):
+    query_size: int = Field(ge=1)
+    min_support: int = Field(ge=1)
+    max_support: int = Field(ge=1)
+    holdout_share: float = Field(gt=0, lt=1)
+    validation_share: float = Field(ge=0, lt=1)
+    new_entity_days: int = Field(ge=0)
+
+
+class ModelParams(_Strict):
+    embedding_dim: int = Field(ge=1)
+    hidden: list[int]
+    item_id_embedding: bool = True
+
+
+Algorithm = Literal["maml", "fomaml"]
+AdaptGroup = Literal["mlp", "head", "all"]
+
+
+class MetaParams(_Strict):
+    algorithm: Algorithm = "maml"
+    adapt: AdaptGroup = "mlp"
+    inner_steps: int = Field(ge=1)
+    inner_lr: float = Field(gt=0)
+    meta_lr: float = Field(gt=0)
+    meta_batch_size: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    pretrain_epochs: int = Field(ge=0)
+    pretrain_batch_size: int = Field(ge=1)
+
+
+class FinetuneParams(_Strict):
+    inner_steps: int = Field(ge=0)
+    chunk_size: int = Field(ge=1)
+    top_k: int = Field(ge=1)
+
+
+class EvaluateParams(_Strict):
+    primary_metric: Literal["mae", "rmse", "ndcg"] = "mae"
+    ndcg_k: int = Field(5, ge=1)
+    shrinkage: float = Field(ge=0)
+    gate_baselines: list[str]
+
+
+class PublishParams(_Strict):
+    force: bool = False
+    champion_tolerance: float = Field(ge=0)
+    warehouse_url: str
+
+    @property
+    def resolved_url(self) -> str:
+        """The environment wins so that production credentials never live in params.yaml."""
+        return os.environ.get(WAREHOUSE_URL_ENV) or self.warehouse_url
+
+
+class OrchestrationParams(_Strict):
+    schedule: str
+    default_queue: str
+    gpu_queue: str
+    retries: int = Field(ge=0)
+    retry_delay_minutes: float = Field(ge=0)
+
+
+class Params(_Strict):
+    run: RunParams
+    source: SourceParams
+    synthetic: SyntheticParams
+    features: FeatureParams
+    validate_: ValidateParams = Field(alias="validate")
+    episodes: EpisodeParams
+    model: ModelParams
+    meta: MetaParams
+    finetune: FinetuneParams
+    evaluate: EvaluateParams
+    publish: PublishParams
+    orchestration: OrchestrationParams
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("features")
+    @classmethod
+    def _unique_feature_names(cls, value: FeatureParams) -> FeatureParams:
+        for side in (value.user, value.item):
+            names = [f.name for f in side]
+            if len(names) != len(set(names)):
+                raise ValueError(f"duplicate feature names: {names}")
+        return value
+
+
+def load_params(path: Path | str = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
+    """Read params.yaml, apply dotted-key overrides (`{"meta.epochs": 3}`), and validate."""
+    raw = yaml.safe_load(Path(path).read_text())
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    return Params.model_validate(raw)
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `tree["a"]["b"] = value` for `dotted == "a.b"`, refusing keys that do not exist."""
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for key in parents:
+        if key not in node or not isinstance(node[key], dict):
+            raise KeyError(f"unknown parameter section {dotted!r}")
+        node = node[key]
+    if leaf not in node:
+        raise KeyError(f"unknown parameter {dotted!r}")
+    node[leaf] = value
+
+
+def update_params_file(path: Path | str, overrides: dict[str, Any]) -> bool:
+    """Write overrides into params.yaml, keeping its comments; return whether anything changed.
+
+    Only the lines of changed keys are rewritten, so DVC sees a change exactly when a value changed
+    and the file stays readable for people.
+    """
+    path = Path(path)
+    text = path.read_text()
+    current = yaml.safe_load(text)
+    changed = False
+    lines = text.splitlines(keepends=True)
+    for dotted, value in overrides.items():
+        probe = yaml.safe_load(text)
+        set_dotted(probe, dotted, value)  # raises on unknown keys
+        if _get_dotted(current, dotted) == value:
+            continue
+        lines = _rewrite_line(lines, dotted, value)
+        changed = True
+    if changed:
+        new_text = "".join(lines)
+        load_params_from_text(new_text)  # never leave an invalid params.yaml behind
+        path.write_text(new_text)
+    return changed
+
+
+def load_params_from_text(text: str) -> Params:
+    return Params.model_validate(yaml.safe_load(text))
+
+
+def _get_dotted(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for key in dotted.split("."):
+        node = node[key]
+    if isinstance(node, date):
+        return node.isoformat()
+    return node
+
+
+def _rewrite_line(lines: list[str], dotted: str, value: Any) -> list[str]:
+    """Replace the value of one `key: value  # comment` line inside its section."""
+    parents = dotted.split(".")
+    depth = 0
+    out = list(lines)
+    for i, line in enumerate(lines):
+        stripped = line.lstrip(" ")
+        indent = len(line) - len(stripped)
+        if indent != 2 * depth or not stripped.startswith(f"{parents[depth]}:"):
+            continue
+        if depth < len(parents) - 1:
+            depth += 1
+            continue
+        rest = stripped[len(parents[depth]) + 1 :].rstrip("\n")
+        value_part, hash_, comment = rest.partition("#")
+        rendered = (
+            '"' + value.replace('"', '\\"') + '"'
+            if isinstance(value, str)
+            else (yaml.safe_dump(value, default_flow_style=True).splitlines()[0])
+        )
+        if hash_:  # keep the comment in its column
+            width = max(len(value_part) - 1, len(rendered) + 2)
+            rendered = f"{rendered:<{width}}#{comment}"
+        out[i] = " " * indent + f"{parents[depth]}: {rendered}\n"
+        return out
+    raise KeyError(f"parameter {dotted!r} not found as a plain line in params.yaml")

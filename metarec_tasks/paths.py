@@ -1,0 +1,79 @@
+"""Where each stage reads and writes, relative to the pipeline workspace.
+
+These are the same paths `dvc.yaml` declares as deps and outs; keeping them in one module means a
+stage never guesses where its upstream stage put something.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def validated(self) -> Path:
+        return self.root / "data" / "validated"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "data" / "quarantine"
+
+    @property
+    def episodes(self) -> Path:
+        return self.root / "data" / "episodes"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def model_file(self) -> Path:
+        return self.models / "meta_model.pt"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.models / "checkpoints"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "data" / "predictions"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def data_quality_report(self) -> Path:
+        return self.reports / "data_quality.json"
+
+    @property
+    def data_docs(self) -> Path:
+        return self.reports / "data_docs"
+
+    @property
+    def train_log(self) -> Path:
+        return self.reports / "train_log.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.reports / "metrics.json"
+
+    @property
+    def gate(self) -> Path:
+        return self.reports / "gate.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.reports / "plots"
+
+    @property
+    def publish_receipt(self) -> Path:
+        return self.reports / "publish.json"

@@ -1,0 +1,210 @@
+"""The warehouse: SQLAlchemy tables for recommendations, runs and data quality, and atomic publishing.
+
+SQLite by default, PostgreSQL in production; the same Core statements run on both. A publish is one
+transaction that replaces everything of its run id, so re-running a night is idempotent and a reader
+sees either the old rows or the new ones, never a half-written run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("logical_date", Date, nullable=False),
+    Column("status", String(32), nullable=False),  # published | rejected | forced
+    Column("published", Boolean, nullable=False),
+    Column("forced", Boolean, nullable=False),
+    Column("gate_passed", Boolean, nullable=False),
+    Column("gate_reason", Text, nullable=False),
+    Column("primary_metric", String(32), nullable=False),
+    Column("primary_value", Float),
+    Column("algorithm", String(32)),
+    Column("params", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("data_hash", String(64)),
+    Column("model_hash", String(64)),
+    Column("dvc_lock", JSON),
+    Column("airflow_run_id", String(256)),
+    Column("recommendation_rows", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+recommendations = Table(
+    "recommendations",
+    metadata,
+    Column("run_id", String(128), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("rank", Integer, primary_key=True),
+    Column("item_id", String(128), nullable=False),
+    Column("score", Float, nullable=False),
+)
+
+data_quality = Table(
+    "data_quality",
+    metadata,
+    Column("run_id", String(128), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    Column("scope", String(512), primary_key=True),  # "all" or a source file
+    Column("check_name", String(128), primary_key=True),
+    Column("observed", Float, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("passed", Boolean, nullable=False),
+)
+
+LATEST_VIEW = "latest_recommendations"
+_LATEST_SELECT = (
+    "SELECT r.run_id, r.user_id, r.rank, r.item_id, r.score FROM recommendations r "
+    "WHERE r.run_id = (SELECT run_id FROM runs WHERE published = true "
+    "ORDER BY logical_date DESC, updated_at DESC LIMIT 1)"
+)
+INSERT_CHUNK = 5_000
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    logical_date: date
+    status: str
+    published: bool
+    forced: bool
+    gate_passed: bool
+    gate_reason: str
+    primary_metric: str
+    primary_value: float | None
+    algorithm: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    data_hash: str | None
+    model_hash: str | None
+
+
+def connect(url: str) -> Engine:
+    """An engine with the schema in place (created if missing; SQLite's folder too)."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        _create_latest_view(conn)
+    return engine
+
+
+def _create_latest_view(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"CREATE OR REPLACE VIEW {LATEST_VIEW} AS {_LATEST_SELECT}"))
+    else:
+        conn.execute(text(f"CREATE VIEW IF NOT EXISTS {LATEST_VIEW} AS {_LATEST_SELECT}"))
+
+
+def champion(engine: Engine, exclude_run: str) -> dict[str, Any] | None:
+    """The most recent published run other than `exclude_run`: the model to beat."""
+    query = (
+        select(runs)
+        .where(runs.c.published.is_(True), runs.c.run_id != exclude_run)
+        .order_by(runs.c.logical_date.desc(), runs.c.updated_at.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def publish_run(engine: Engine, record: RunRecord, recs: pd.DataFrame, quality: list[dict[str, Any]]) -> int:
+    """Replace everything of `record.run_id` in one transaction; returns recommendation rows written."""
+    rows = recs[["user_id", "rank", "item_id", "score"]].to_dict("records") if record.published else []
+    with engine.begin() as conn:
+        conn.execute(delete(recommendations).where(recommendations.c.run_id == record.run_id))
+        conn.execute(delete(data_quality).where(data_quality.c.run_id == record.run_id))
+        existing = conn.execute(
+            select(runs.c.dvc_lock, runs.c.airflow_run_id).where(runs.c.run_id == record.run_id)
+        ).first()
+        conn.execute(delete(runs).where(runs.c.run_id == record.run_id))
+        conn.execute(
+            insert(runs).values(
+                **record.__dict__,
+                dvc_lock=existing.dvc_lock if existing else None,
+                airflow_run_id=existing.airflow_run_id if existing else None,
+                recommendation_rows=len(rows),
+                updated_at=datetime.now(UTC),
+            )
+        )
+        for start in range(0, len(rows), INSERT_CHUNK):
+            chunk = [{"run_id": record.run_id, **r} for r in rows[start : start + INSERT_CHUNK]]
+            conn.execute(insert(recommendations), chunk)
+        if quality:
+            conn.execute(insert(data_quality), [{"run_id": record.run_id, **q} for q in quality])
+    log.info("warehouse: run %s %s with %d recommendation rows", record.run_id, record.status, len(rows))
+    return len(rows)
+
+
+def record_versions(
+    engine: Engine, run_id: str, dvc_lock: dict[str, Any] | None, airflow_run_id: str | None
+) -> bool:
+    """Attach the DVC lock (exact data/model hashes) and the Airflow run to a published run record."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            runs.update()
+            .where(runs.c.run_id == run_id)
+            .values(dvc_lock=dvc_lock, airflow_run_id=airflow_run_id, updated_at=datetime.now(UTC))
+        )
+    return result.rowcount == 1
+
+
+def top_items(engine: Engine, run_id: str, user_ids: list[str], k: int) -> pd.DataFrame:
+    query = (
+        select(recommendations)
+        .where(
+            recommendations.c.run_id == run_id,
+            recommendations.c.user_id.in_(user_ids),
+            recommendations.c.rank <= k,
+        )
+        .order_by(recommendations.c.user_id, recommendations.c.rank)
+    )
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(query).mappings().all())
+
+
+def count_recommendations(engine: Engine, run_id: str) -> int:
+    query = select(func.count()).select_from(recommendations).where(recommendations.c.run_id == run_id)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def run_row(engine: Engine, run_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+    return dict(row) if row else None

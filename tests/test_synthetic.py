@@ -1,0 +1,61 @@
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from metarec_tasks.logs import synthetic
+
+
+def _day(params, day, last_day=None):
+    world = synthetic.build_world(params.synthetic, params.run.seed, last_day or day)
+    return synthetic.simulate_day(params.synthetic, params.run.seed, world, day)
+
+
+def test_same_seed_same_day_whatever_the_run_date(tiny_params):
+    day = tiny_params.run.run_date - timedelta(days=2)
+    first = _day(tiny_params, day)
+    later = _day(tiny_params, day, last_day=tiny_params.run.run_date)
+    pd.testing.assert_frame_equal(first, later)
+
+
+def test_new_users_and_items_keep_arriving(tiny_params):
+    syn = tiny_params.synthetic
+    day = tiny_params.run.run_date
+    idx = synthetic.day_index(syn, day)
+    events = _day(tiny_params, day)
+    new_users = {
+        f"u{i:06d}" for i in range(synthetic.user_count(syn, idx - 1), synthetic.user_count(syn, idx))
+    }
+    assert new_users and new_users <= set(events["user_id"].dropna())
+    world = synthetic.build_world(syn, tiny_params.run.seed, day)
+    assert (world.items["signup_day"] == idx).sum() == syn.new_items_per_day
+
+
+def test_popularity_is_heavy_tailed(tiny_params):
+    days = [tiny_params.run.run_date - timedelta(days=k) for k in range(5)]
+    events = pd.concat([_day(tiny_params, d, tiny_params.run.run_date) for d in days])
+    counts = events["item_id"].value_counts()
+    top_decile = counts.iloc[: max(1, len(counts) // 10)].sum() / counts.sum()
+    assert top_decile > 0.2
+
+
+def test_demographics_partly_explain_taste(tiny_params):
+    world = synthetic.build_world(tiny_params.synthetic, tiny_params.run.seed, tiny_params.run.run_date)
+    taste = world.user_taste
+    groups = world.users.groupby(["age_bucket", "gender", "occupation"]).indices
+    explained = sum(len(ix) * np.sum(taste[ix].mean(0) ** 2) for ix in groups.values())
+    share = explained / np.sum(taste**2)
+    assert 0.2 < share < 0.95
+
+
+def test_bad_rows_are_injected_at_the_configured_share(tiny_params):
+    events = _day(tiny_params, tiny_params.run.run_date)
+    clean = synthetic.simulate_day(
+        tiny_params.synthetic.model_copy(update={"bad_row_share": 0.0}),
+        tiny_params.run.seed,
+        synthetic.build_world(tiny_params.synthetic, tiny_params.run.seed, tiny_params.run.run_date),
+        tiny_params.run.run_date,
+    )
+    extra = len(events) - len(clean)
+    assert extra == round(tiny_params.synthetic.bad_row_share * len(clean))
+    pd.testing.assert_frame_equal(events.iloc[: len(clean)].reset_index(drop=True), clean)
