@@ -128,10 +128,15 @@ class PublishParams(_Strict):
     champion_tolerance: float = Field(ge=0)
     warehouse_url: str
 
-    @property
-    def resolved_url(self) -> str:
-        """The environment wins so that production credentials never live in params.yaml."""
-        return os.environ.get(WAREHOUSE_URL_ENV) or self.warehouse_url
+    def url_for(self, root: Path) -> str:
+        """The warehouse URL for a workspace: the environment wins (production credentials never
+        live in params.yaml), and a relative SQLite path is taken relative to the workspace, not to
+        whichever directory the caller happens to run in."""
+        url = os.environ.get(WAREHOUSE_URL_ENV) or self.warehouse_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+            return prefix + str((Path(root) / url.removeprefix(prefix)).resolve())
+        return url
 
 
 class OrchestrationParams(_Strict):

@@ -106,7 +106,7 @@ def run_publish(params: Params, root: Path) -> dict[str, Any]:
     value = float(metrics["predictors"][MODEL][metric])
     run_id = params.run.run_id
 
-    engine = connect(params.publish.resolved_url)
+    engine = connect(params.publish.url_for(root))
     current = champion(engine, exclude_run=run_id)
     status, reason = decide(
         gate, value, current, metric, params.publish.champion_tolerance, params.publish.force

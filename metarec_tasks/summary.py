@@ -15,7 +15,7 @@ def render_summary(params: Params, root: Path, users: int, top: int) -> str:
     ws = Workspace(root)
     quality = json.loads(ws.data_quality_report.read_text())
     metrics = json.loads(ws.metrics.read_text())
-    engine = connect(params.publish.resolved_url)
+    engine = connect(params.publish.url_for(root))
     run_id = params.run.run_id
     run = run_row(engine, run_id)
     lines = [f"MetaRec run {run_id} — source {params.source.kind}, {params.source.history_days} days of logs"]
