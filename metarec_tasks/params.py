@@ -117,10 +117,32 @@ class FinetuneParams(_Strict):
 
 
 class EvaluateParams(_Strict):
-    primary_metric: Literal["mae", "rmse", "ndcg"] = "mae"
-    ndcg_k: int = Field(5, ge=1)
+    primary_metric: str = "bin_ndcg@5"
+    ndcg_ks: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    binary_k: int = Field(5, ge=1)
+    binary_relevant: int = Field(5, ge=1)
+    catalog_k: int = Field(20, ge=1)
+    relevance_threshold: float = 4.0
     shrinkage: float = Field(ge=0)
     gate_baselines: list[str]
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        known = {
+            "mae",
+            "rmse",
+            "bin_ndcg@5",
+            "precision@5",
+            "recall@5",
+            "hr@5",
+            "mrr@5",
+            "catalog_recall@20",
+            "catalog_ndcg@20",
+        } | {f"ndcg@{k}" for k in range(1, 21)}
+        if value not in known:
+            raise ValueError(f"unknown primary metric {value!r}; choose from {sorted(known)}")
+        return value
 
 
 class PublishParams(_Strict):

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from metarec_tasks.evaluate import LOWER_IS_BETTER, MODEL
+from metarec_tasks.evaluate import MODEL, lower_is_better
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.warehouse import RunRecord, champion, connect, publish_run
@@ -47,7 +47,7 @@ def decide(
         reason = f"gate failed: {gate.get('reason')}"
     elif current is not None and current["primary_metric"] == metric and current["primary_value"] is not None:
         worse_by = challenger - current["primary_value"]
-        if not LOWER_IS_BETTER[metric]:
+        if not lower_is_better(metric):
             worse_by = -worse_by
         if worse_by > tolerance:
             reason = (
