@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
 WAREHOUSE_URL_ENV = "METAREC_WAREHOUSE_URL"
@@ -33,10 +33,14 @@ class RunParams(_Strict):
         return f"nightly-{self.run_date.isoformat()}"
 
 
+SourceKind = Literal["synthetic", "landing", "movielens"]
+
+
 class SourceParams(_Strict):
-    kind: Literal["synthetic", "landing"] = "synthetic"
+    kind: SourceKind = "synthetic"
     history_days: int = Field(14, ge=1)
     landing_dir: str = "landing"
+    movielens_dir: str = "../shared/data/ml-100k"
 
 
 class SyntheticParams(_Strict):
@@ -173,7 +177,7 @@ class Params(_Strict):
     run: RunParams
     source: SourceParams
     synthetic: SyntheticParams
-    features: FeatureParams
+    features: dict[str, FeatureParams]
     validate_: ValidateParams = Field(alias="validate")
     episodes: EpisodeParams
     model: ModelParams
@@ -187,12 +191,24 @@ class Params(_Strict):
 
     @field_validator("features")
     @classmethod
-    def _unique_feature_names(cls, value: FeatureParams) -> FeatureParams:
-        for side in (value.user, value.item):
-            names = [f.name for f in side]
-            if len(names) != len(set(names)):
-                raise ValueError(f"duplicate feature names: {names}")
+    def _unique_feature_names(cls, value: dict[str, FeatureParams]) -> dict[str, FeatureParams]:
+        for source, spec in value.items():
+            for side in (spec.user, spec.item):
+                names = [f.name for f in side]
+                if len(names) != len(set(names)):
+                    raise ValueError(f"duplicate feature names for source {source}: {names}")
         return value
+
+    @model_validator(mode="after")
+    def _features_for_source(self) -> Params:
+        if self.source.kind not in self.features:
+            raise ValueError(f"params.yaml declares no features for source {self.source.kind!r}")
+        return self
+
+    @property
+    def active_features(self) -> FeatureParams:
+        """The feature declaration of the source this run reads."""
+        return self.features[self.source.kind]
 
 
 def load_params(path: Path | str = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
