@@ -73,8 +73,8 @@ def write_report(
         "",
     ]
     for title, name in charts:
-        lines += [f"## {title}", "", f"![{title}](plots/{name})", ""]
-    (ws.reports / "report.md").write_text("\n".join(lines))
+        lines += [f"## {title}", "", f"![{title}](figures/{name})", ""]
+    ws.report.write_text("\n".join(lines))
 
 
 def _charts(
@@ -86,6 +86,7 @@ def _charts(
     import matplotlib.pyplot as plt
 
     made = []
+    ws.figures.mkdir(parents=True, exist_ok=True)
     if not curve.empty:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, metric in zip(axes, ("mae", primary), strict=True):
@@ -94,10 +95,12 @@ def _charts(
             ax.set_xlabel("support-set size (interactions)")
             ax.set_ylabel(metric)
             ax.set_xscale("log")
+            ax.set_xticks(list(curve["group"]), [str(g) for g in curve["group"]])
+            ax.minorticks_off()
         axes[0].legend(fontsize=7)
         fig.suptitle("Cold-start curve: quality vs. how much we know about the user")
         fig.tight_layout()
-        fig.savefig(ws.plots / "cold_start_curve.png", dpi=110)
+        fig.savefig(ws.figures / "cold_start_curve.png", dpi=110)
         plt.close(fig)
         made.append(("Cold-start curve", "cold_start_curve.png"))
     if not scenarios.empty:
@@ -108,7 +111,7 @@ def _charts(
         ax.set_ylabel("MAE")
         ax.set_title("MAE by MeLU scenario (user × item: existing / new)")
         ax.figure.tight_layout()
-        ax.figure.savefig(ws.plots / "scenarios.png", dpi=110)
+        ax.figure.savefig(ws.figures / "scenarios.png", dpi=110)
         plt.close(ax.figure)
         made.append(("Cold-start scenarios", "scenarios.png"))
     if ws.train_log.exists():
@@ -122,7 +125,7 @@ def _charts(
             ax.legend()
             ax.set_title("Learning curve")
             fig.tight_layout()
-            fig.savefig(ws.plots / "learning_curve.png", dpi=110)
+            fig.savefig(ws.figures / "learning_curve.png", dpi=110)
             plt.close(fig)
             made.append(("Learning curve", "learning_curve.png"))
     return made
