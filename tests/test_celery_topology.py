@@ -182,7 +182,7 @@ def airflow_env(home: Path, workspace: Path, databases: dict[str, str], broker: 
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": databases["airflow"],
             "AIRFLOW__CELERY__BROKER_URL": broker,
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + databases["airflow"].replace("+psycopg2", ""),
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + databases["airflow"],
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(port),
@@ -204,9 +204,9 @@ def topology(tmp_path, databases, broker):
     from metarec_tasks.deploy import init_workspace
 
     workspace = tmp_path / "workspace"
-    init_workspace(
-        workspace, REPO, {**TINY, "orchestration.gpu_queue": GPU_QUEUE}, remote=str(tmp_path / "dvc-remote")
-    )
+    # No schedule: unpausing a scheduled DAG would start the latest nightly run next to ours.
+    overrides = {**TINY, "orchestration.gpu_queue": GPU_QUEUE, "orchestration.schedule": None}
+    init_workspace(workspace, REPO, overrides, remote=str(tmp_path / "dvc-remote"))
     home, logs = tmp_path / "airflow", tmp_path / "logs"
     home.mkdir()
     logs.mkdir()
@@ -215,7 +215,8 @@ def topology(tmp_path, databases, broker):
     env = airflow_env(home, workspace, databases, broker, port, token)
     password = secrets.token_urlsafe(12)
     (home / "passwords.json").write_text(f'{{"metarec": "{password}"}}\n')
-    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
+    migrate = subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True)
+    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
 
     topo = Topology(env=env, logs=logs, token=token)
     try:
