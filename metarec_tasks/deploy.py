@@ -5,6 +5,7 @@ own container; they share one git + DVC workspace on a volume. `init_workspace` 
 service runs to create or refresh that workspace from the project files baked into the image, and
 `AirflowClient` is how an operator (or the topology test) triggers a run with parameters and waits for it.
 
+    python -m metarec_tasks.deploy admin-user      # AIRFLOW_ADMIN_USERNAME / AIRFLOW_ADMIN_PASSWORD
     python -m metarec_tasks.deploy init-workspace /data/workspace --set orchestration.gpu_queue=gpu
     python -m metarec_tasks.deploy trigger --url http://localhost:8080 --conf '{"meta_epochs": 3}' --wait
 """
@@ -38,6 +39,7 @@ CODE_DIR = "metarec_tasks"  # dvc.yaml names the stage code as deps, so the work
 KEEP_GITIGNORED = ("reports/.gitignore", "reports/plots/.gitignore")
 GIT_IDENTITY = ("-c", "user.name=MetaRec", "-c", "user.email=metarec@localhost")
 TERMINAL_STATES = frozenset({"success", "failed"})
+PASSWORDS_FILE_ENV = "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
 
 
 def gpu_executor_config(stage: str) -> dict[str, Any]:
@@ -97,6 +99,22 @@ def init_workspace(
     _git(root, *GIT_IDENTITY, "commit", "-q", "-m", "metarec deployment: refresh pipeline and code")
     log.info("workspace %s initialized from %s", root, source)
     return True
+
+
+def write_admin_user(passwords_file: Path, username: str, password: str) -> None:
+    """Set a user's password in the simple auth manager's passwords file (other users are kept).
+
+    Airflow generates random passwords into this file for users it does not find there; writing it
+    first is how a deployment chooses the admin password from its secrets instead.
+    """
+    if not username or not password:
+        raise ValueError("an admin user needs a non-empty username and password")
+    passwords = json.loads(passwords_file.read_text() or "{}") if passwords_file.exists() else {}
+    passwords[username] = password
+    passwords_file.parent.mkdir(parents=True, exist_ok=True)
+    passwords_file.touch(mode=0o600)
+    passwords_file.write_text(json.dumps(passwords) + "\n")
+    log.info("admin user %r written to %s", username, passwords_file)
 
 
 def _git(root: Path, *args: str) -> None:
@@ -167,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init-workspace", help="create or refresh the shared pipeline workspace")
     init.add_argument("root", type=Path)
-    init.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[1])
+    init.add_argument(
+        "--source", type=Path, default=os.environ.get("METAREC_SOURCE") or Path(__file__).resolve().parents[1]
+    )
     init.add_argument("--remote", help="DVC remote URL or path (kept in .dvc/config.local)")
     init.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params.yaml override")
+    sub.add_parser("admin-user", help="write the admin user from AIRFLOW_ADMIN_USERNAME/_PASSWORD")
     trigger = sub.add_parser("trigger", help="trigger metarec_nightly through the REST API v2")
     trigger.add_argument("--url", default=os.environ.get("AIRFLOW_API_URL", "http://localhost:8080"))
     trigger.add_argument("--username", default=os.environ.get("AIRFLOW_USERNAME"))
@@ -179,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "init-workspace":
         init_workspace(args.root, args.source, parse_assignments(args.set), args.remote)
+        return 0
+    if args.command == "admin-user":
+        write_admin_user(
+            Path(os.environ[PASSWORDS_FILE_ENV]),
+            os.environ.get("AIRFLOW_ADMIN_USERNAME", "admin"),
+            os.environ.get("AIRFLOW_ADMIN_PASSWORD", ""),
+        )
         return 0
     client = AirflowClient(args.url, args.username, args.password)
     run = client.trigger(json.loads(args.conf))

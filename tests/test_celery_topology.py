@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import BIN, POSTGRES_ADMIN_URL, REPO, TINY
+
+from tests.conftest import BIN, POSTGRES_ADMIN_URL, REPO, TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
