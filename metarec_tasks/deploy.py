@@ -37,7 +37,8 @@ GPU_POD_TEMPLATE_ENV = "METAREC_GPU_POD_TEMPLATE"  # set under the KubernetesExe
 PIPELINE_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
 CODE_DIR = "metarec_tasks"  # dvc.yaml names the stage code as deps, so the workspace carries a copy
 KEEP_GITIGNORED = ("reports/.gitignore", "reports/plots/.gitignore")
-GIT_IDENTITY = ("-c", "user.name=MetaRec", "-c", "user.email=metarec@localhost")
+# Who commits params.yaml + dvc.lock after each run (METAREC_GIT_COMMIT=1); containers have no ~/.gitconfig.
+GIT_IDENTITY = {"user.name": "MetaRec", "user.email": "metarec@localhost"}
 TERMINAL_STATES = frozenset({"success", "failed"})
 PASSWORDS_FILE_ENV = "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
 
@@ -87,6 +88,9 @@ def init_workspace(
         update_params_file(root / PARAMS_FILE, overrides)
     if not (root / ".git").exists():
         _git(root, "init", "-q")
+    for key, value in GIT_IDENTITY.items():
+        if subprocess.run(["git", "config", "--local", key], cwd=root, capture_output=True).returncode:
+            _git(root, "config", "--local", key, value)
     if remote:
         # .dvc/config.local is git-ignored: a deployment's remote never lands in the project's history.
         subprocess.run(
@@ -96,7 +100,7 @@ def init_workspace(
     if subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=root).returncode == 0:
         log.info("workspace %s is up to date", root)
         return False
-    _git(root, *GIT_IDENTITY, "commit", "-q", "-m", "metarec deployment: refresh pipeline and code")
+    _git(root, "commit", "-q", "-m", "metarec deployment: refresh pipeline and code")
     log.info("workspace %s initialized from %s", root, source)
     return True
 

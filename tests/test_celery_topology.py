@@ -175,6 +175,7 @@ def airflow_env(home: Path, workspace: Path, databases: dict[str, str], broker: 
             "PYTHONPATH": str(REPO),
             "METAREC_WORKSPACE": str(workspace),
             "METAREC_WAREHOUSE_URL": databases["warehouse"],
+            "METAREC_GIT_COMMIT": "1",  # as in docker-compose.yaml: the last task commits dvc.lock
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -262,7 +263,7 @@ def connect_when_ready(topo: Topology, url: str, password: str):
 def test_nightly_run_on_celery_topology(topology):
     from sqlalchemy import create_engine, text
 
-    topo, url, password, _ = topology
+    topo, url, password, workspace = topology
     client = connect_when_ready(topo, url, password)
     client.unpause()
     run = client.trigger(CONF, logical_date=datetime(2026, 10, 21, 2, tzinfo=UTC))
@@ -304,3 +305,11 @@ def test_nightly_run_on_celery_topology(topology):
     assert len(latest) == 1 and latest[0].run_id == f"nightly-{RUN_DATE}"
     assert latest[0].n == record["recommendation_rows"] > 0
     assert latest[0].users > 0
+    # The versions went to the DVC remote and into the workspace's git history, by its own identity.
+    assert any((workspace.parent / "dvc-remote").rglob("*"))
+    head = subprocess.run(
+        ["git", "log", "-1", "--format=%an|%s"], cwd=workspace, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert head == f"MetaRec|metarec run nightly-{RUN_DATE} ({run_id})"
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "dvc.lock", "params.yaml"], cwd=workspace)
+    assert dirty.returncode == 0
