@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,8 @@ class AirflowClient:
     def trigger(
         self, conf: dict[str, Any], dag_id: str = DAG_ID, logical_date: datetime | None = None
     ) -> dict[str, Any]:
-        body = {"logical_date": (logical_date or datetime.now(UTC)).isoformat(), "conf": conf}
+        """A manual run; without a logical date the DAG processes `conf["run_date"]`."""
+        body = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": conf}
         response = self._http.post(f"/api/v2/dags/{dag_id}/dagRuns", json=body)
         response.raise_for_status()
         return response.json()
