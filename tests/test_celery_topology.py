@@ -11,6 +11,7 @@ no process is left behind.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -134,6 +135,17 @@ class Topology:
     def tail(self, name: str, lines: int = 40) -> str:
         path = self.logs / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def executed_by(self, name: str) -> set[str]:
+        """Task ids a Celery worker executed, from its own log."""
+        text = (self.logs / f"{name}.log").read_text(errors="replace")
+        return {
+            m.group(1)
+            for line in text.splitlines()
+            if "Executing workload in Celery" in line
+            for m in [re.search(r"task_id='(\w+)'", line)]
+            if m
+        }
 
     def stop(self) -> list[int]:
         """SIGTERM every group (workers shut down warm), SIGKILL what remains; return survivors."""
@@ -282,6 +294,9 @@ def test_nightly_run_on_celery_topology(topology):
     queues = {task: ti["queue"] for task, ti in tis.items()}
     assert {queues["train"], queues["finetune"]} == {GPU_QUEUE}
     assert {q for task, q in queues.items() if task not in ("train", "finetune")} == {"default"}
+    # ...and each worker ran exactly the tasks of its queue.
+    assert topo.executed_by("worker-gpu") == {"train", "finetune"}
+    assert topo.executed_by("worker-default") == set(tis) - {"train", "finetune"}
     client.close()
 
     engine = create_engine(topo.env["METAREC_WAREHOUSE_URL"])
