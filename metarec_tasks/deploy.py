@@ -36,7 +36,7 @@ GPU_POD_TEMPLATE_ENV = "METAREC_GPU_POD_TEMPLATE"  # set under the KubernetesExe
 # settings an operator changed there survive an image upgrade.
 PIPELINE_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
 CODE_DIR = "metarec_tasks"  # dvc.yaml names the stage code as deps, so the workspace carries a copy
-KEEP_GITIGNORED = ("reports/.gitignore", "reports/plots/.gitignore")
+REPORT_GITIGNORES = ("reports/.gitignore", "reports/plots/.gitignore")
 # Who commits params.yaml + dvc.lock after each run (METAREC_GIT_COMMIT=1); containers have no ~/.gitconfig.
 GIT_IDENTITY = {"user.name": "MetaRec", "user.email": "metarec@localhost"}
 TERMINAL_STATES = frozenset({"success", "failed"})
@@ -76,7 +76,7 @@ def init_workspace(
     committed. Returns whether anything was committed.
     """
     root.mkdir(parents=True, exist_ok=True)
-    for name in (*PIPELINE_FILES, *KEEP_GITIGNORED):
+    for name in (*PIPELINE_FILES, *REPORT_GITIGNORES):
         if (source / name).exists():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source / name, root / name)
