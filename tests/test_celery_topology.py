@@ -214,7 +214,7 @@ def airflow_env(home: Path, workspace: Path, databases: dict[str, str], broker: 
 
 @pytest.fixture
 def topology(tmp_path, databases, broker):
-    from metarec_tasks.deploy import init_workspace
+    from metarec_tasks.deploy import init_workspace, write_admin_user
 
     workspace = tmp_path / "workspace"
     # No schedule: unpausing a scheduled DAG would start the latest nightly run next to ours.
@@ -227,7 +227,7 @@ def topology(tmp_path, databases, broker):
     port = free_port()
     env = airflow_env(home, workspace, databases, broker, port, token)
     password = secrets.token_urlsafe(12)
-    (home / "passwords.json").write_text(f'{{"metarec": "{password}"}}\n')
+    write_admin_user(home / "passwords.json", "metarec", password)  # what airflow-init does
     migrate = subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True)
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
 
