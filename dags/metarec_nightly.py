@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
+from metarec_tasks.deploy import gpu_executor_config
 from metarec_tasks.params import load_params
 from metarec_tasks.workspace import workspace_root
 
@@ -20,7 +21,7 @@ ORCHESTRATION = load_params(workspace_root() / "params.yaml").orchestration
 def stage(name: str, queue: str = ORCHESTRATION.default_queue):
     """One pipeline stage as a task; bad data fails it at once instead of retrying."""
 
-    @task(task_id=name, queue=queue)
+    @task(task_id=name, queue=queue, executor_config=gpu_executor_config(name))
     def run_stage() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 

@@ -166,7 +166,7 @@ class PublishParams(_Strict):
 
 
 class OrchestrationParams(_Strict):
-    schedule: str
+    schedule: str | None  # None: manual triggers only (a staging deployment, the topology test)
     default_queue: str
     gpu_queue: str
     retries: int = Field(ge=0)
