@@ -40,7 +40,15 @@ TINY = {
     "meta.meta_batch_size": 16,
     "finetune.chunk_size": 64,
 }
-TRACKED = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
+TRACKED = (
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "landing/README.md",
+)
 
 
 def git(root: Path, *args: str) -> str:

@@ -33,7 +33,7 @@ EVENT_COLUMNS: tuple[Column, ...] = (
     Column("item_id", "id", "string", "string", "what they acted on; an opaque id"),
     Column("event_type", "event_type", "string", "string", "what kind of interaction"),
     Column("value", "value", "float64", "float64", "the rating, or 1.0 for implicit events"),
-    Column("timestamp", "timestamp", "string", "datetime64[ns, UTC]", "when the event happened"),
+    Column("timestamp", "timestamp", "string", "datetime64[us, UTC]", "when the event happened"),
 )
 REQUIRED_EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in EVENT_COLUMNS if c.required)
 
@@ -58,7 +58,7 @@ def side_table_columns(features: FeatureParams, table: str) -> tuple[Column, ...
             "feature",
             "string",
             "string",
-            "`|`-separated values" if spec.kind == "multi_hot" else "one category",
+            "`\\|`-separated values" if spec.kind == "multi_hot" else "one category",
             required=False,
         )
         for spec in specs
