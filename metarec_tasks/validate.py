@@ -262,8 +262,19 @@ def _quarantined_events(frame: pd.DataFrame, reasons: pd.Series) -> pd.DataFrame
 
 
 def _raw_chunks(path: Path, chunk_rows: int):
+    """Raw events in chunks; a raw file without the contract's columns is a batch failure."""
     import pyarrow.parquet as pq
 
+    missing = [
+        c
+        for c in (*REQUIRED_EVENT_COLUMNS, READ_ERROR, *LINEAGE_COLUMNS)
+        if c not in pq.read_schema(path).names
+    ]
+    if missing:
+        raise DataQualityError(
+            f"check required_columns failed for {path.name}: observed {len(missing)} missing columns "
+            f"{missing}, expected 0 (re-run ingest)"
+        )
     empty = True
     for record_batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
         empty = False
