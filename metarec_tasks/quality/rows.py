@@ -24,7 +24,9 @@ DAY_SECONDS = 86_400.0
 def add_time_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Parse ISO 8601 (any offset, converted to UTC; the suite flags non-UTC offsets separately)."""
     frame[EVENT_TIME] = pd.to_datetime(frame["timestamp"], errors="coerce", utc=True, format="ISO8601")
-    day_end = pd.to_datetime(frame["partition_date"], format="%Y-%m-%d", utc=True) + pd.Timedelta(days=1)
+    codes, days = pd.factorize(frame["partition_date"])  # a handful of days: parse each once
+    ends = pd.to_datetime(pd.Series(days), format="%Y-%m-%d", utc=True) + pd.Timedelta(days=1)
+    day_end = pd.Series(ends.to_numpy()[codes], index=frame.index) if len(days) else frame[EVENT_TIME]
     frame[PARTITION_LAG] = (day_end - frame[EVENT_TIME]).dt.total_seconds()
     return frame
 
