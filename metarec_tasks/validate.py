@@ -20,6 +20,7 @@ import logging
 import shutil
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ from metarec_tasks.quality.suite import GxSession, build_event_suite, build_side
 log = logging.getLogger(__name__)
 
 REASON = "reason"
+_DONE = object()
 OUTSIDE_PARTITION = "timestamp_outside_partition"
 
 
@@ -91,7 +93,7 @@ def run_validate(params: Params, root: Path, docs: bool = True) -> QualityReport
     # 2. Events, chunk by chunk.
     tally = Tally(run_date.isoformat())
     repeats = rows.RepeatTracker()
-    raw = _raw_chunks(ws.raw / "events.parquet", vp.chunk_rows)
+    raw = timer.iterate("read_raw", _raw_chunks(ws.raw / "events.parquet", vp.chunk_rows))
     with (
         ChunkWriter(ws.validated / "events.parquet") as valid_out,
         ChunkWriter(ws.quarantine / "events.parquet") as bad_out,
@@ -328,6 +330,15 @@ class PhaseTimer:
             yield
         finally:
             self.seconds[phase] += time.perf_counter() - start
+
+    def iterate(self, phase: str, items: Iterator[Any]) -> Iterator[Any]:
+        """Yield from `items`, counting the time spent producing each one as `phase`."""
+        while True:
+            with self(phase):
+                item = next(items, _DONE)
+            if item is _DONE:
+                return
+            yield item
 
     def rounded(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in self.seconds.items()}

@@ -60,14 +60,21 @@ class RepeatTracker:
 
     def mark(self, frame: pd.DataFrame) -> pd.DataFrame:
         hashes = pd.util.hash_pandas_object(frame[list(REQUIRED_EVENT_COLUMNS)], index=False).to_numpy()
-        within = pd.Series(hashes).duplicated(keep="first").to_numpy()
+        # Work in sorted order (a stable sort keeps the first delivery first among equal rows):
+        # sorted lookups and a linear merge keep this O(seen + chunk) per chunk.
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        within = np.concatenate(([False], ordered[1:] == ordered[:-1]))
         if len(self.seen):
-            pos = np.minimum(np.searchsorted(self.seen, hashes), len(self.seen) - 1)
-            before = self.seen[pos] == hashes
+            pos = np.minimum(np.searchsorted(self.seen, ordered), len(self.seen) - 1)
+            before = self.seen[pos] == ordered
         else:
-            before = np.zeros(len(hashes), dtype=bool)
-        frame[REPEAT] = within | before
-        self.seen = np.union1d(self.seen, hashes)
+            before = np.zeros(len(ordered), dtype=bool)
+        repeat = np.empty(len(ordered), dtype=bool)
+        repeat[order] = within | before
+        frame[REPEAT] = repeat
+        fresh = ordered[~(within | before)]
+        self.seen = np.insert(self.seen, np.searchsorted(self.seen, fresh), fresh)
         return frame
 
 
