@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "contract":
         from metarec_tasks.logs.contract import contract_markdown
 
-        print(contract_markdown(params.features, params.validate_), end="")  # noqa: T201 - the output
+        print(contract_markdown(params.active_features, params.validate_), end="")  # noqa: T201 - the output
         return 0
     if args.command == "synth-landing":
         from metarec_tasks.logs.synth_landing import write_synthetic_landing

@@ -157,7 +157,7 @@ def validate_side_tables(
     summary: dict[str, dict[str, int]] = {}
     for table, key in SIDE_TABLE_KEYS.items():
         raw = pd.read_parquet(ws.raw / f"{table}.parquet").astype("string").reset_index(drop=True)
-        columns = side_table_columns(params.features, table)
+        columns = side_table_columns(params.active_features, table)
         if key not in raw:
             raw[key] = pd.Series(pd.NA, index=raw.index, dtype="string")
         session.register(table, build_side_suite(columns, params.validate_))

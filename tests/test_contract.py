@@ -21,15 +21,15 @@ def test_readme_table_is_the_generated_contract():
     readme = (REPO / "README.md").read_text()
     match = re.search(r"<!-- contract:start[^>]*-->\n(.*?)<!-- contract:end -->", readme, re.S)
     assert match, "README lacks the contract markers"
-    assert match.group(1) == contract_markdown(params.features, params.validate_), (
+    assert match.group(1) == contract_markdown(params.active_features, params.validate_), (
         "README's contract table is stale: paste `metarec contract --markdown` between the markers"
     )
 
 
 def test_side_table_contract_follows_the_feature_params():
     params = load_params(REPO / "params.yaml")
-    users = side_table_columns(params.features, "users")
-    assert [c.name for c in users] == ["user_id", *(f.name for f in params.features.user)]
+    users = side_table_columns(params.active_features, "users")
+    assert [c.name for c in users] == ["user_id", *(f.name for f in params.active_features.user)]
     reasons = {c.reason for c in build_side_suite(users, params.validate_)}
     assert reasons == {"null_user_id", "malformed_user_id"}
 

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from metarec_tasks.logs import landing, synthetic
+from metarec_tasks.logs import landing, movielens, synthetic
 from metarec_tasks.logs.contract import EVENT_COLUMNS, LINEAGE_DTYPES, pandas_dtypes
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
@@ -103,6 +103,19 @@ def _ingest_synthetic(
     return files, users.astype("string"), items.astype("string")
 
 
+def _ingest_movielens(
+    params: Params, root: Path, writer: RawEventWriter
+) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
+    """MovieLens files read in place, their ratings replayed into the window (see logs/movielens.py)."""
+    ml = movielens.read_movielens((root / params.source.movielens_dir).resolve())
+    window = window_days(params)
+    events = movielens.movielens_events(ml, window[0], window[-1])
+    writer.write(events)
+    entry = landing.FileEntry(ml.source_file, window[-1].isoformat(), "events", "", 0, rows=len(events))
+    entry.columns = list(events.columns)
+    return [entry.to_json()], ml.users.astype("string"), ml.items.astype("string")
+
+
 def run_ingest(params: Params, root: Path) -> IngestSummary:
     ws = Workspace(root)
     ws.raw.mkdir(parents=True, exist_ok=True)
@@ -117,6 +130,8 @@ def run_ingest(params: Params, root: Path) -> IngestSummary:
                 writer.write,
             )
             files = [e.to_json() for e in entries]
+        elif params.source.kind == "movielens":
+            files, users, items = _ingest_movielens(params, root, writer)
         else:
             files, users, items = _ingest_synthetic(params, writer)
     finally:
