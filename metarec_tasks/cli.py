@@ -23,6 +23,7 @@ log = logging.getLogger("metarec")
 EXIT_DATA_QUALITY = 2
 EXIT_TRAINING = 3
 EXIT_MODEL_FILE = 4
+LANDING_FORMATS = ("csv", "csv.gz", "jsonl", "jsonl.gz", "parquet")  # as logs.synth_landing.FORMATS
 QUIET_LOGGERS = ("great_expectations", "matplotlib", "alembic", "filelock")
 
 
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--top", type=int, default=5, help="items per user to show")
     get = sub.add_parser("param", help="print one parameter value (e.g. run.run_date)")
     get.add_argument("key")
+    contract = sub.add_parser("contract", help="print the behavior-log contract (README's table)")
+    contract.add_argument("--markdown", action="store_true", help="as a Markdown table (the default)")
+    synth = sub.add_parser("synth-landing", help="write synthetic logs into the landing layout")
+    synth.add_argument(
+        "--days", type=int, default=None, help="days ending at run.run_date (default: history)"
+    )
+    synth.add_argument("--format", default="csv", choices=LANDING_FORMATS, help="file format (default: csv)")
     return parser
 
 
@@ -97,6 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         for key in args.key.split("."):
             node = node[key]
         print(node)  # noqa: T201 - the value is this command's output
+        return 0
+    if args.command == "contract":
+        from metarec_tasks.logs.contract import contract_markdown
+
+        print(contract_markdown(params.active_features, params.validate_), end="")  # noqa: T201 - the output
+        return 0
+    if args.command == "synth-landing":
+        from metarec_tasks.logs.synth_landing import write_synthetic_landing
+
+        days = args.days or params.source.history_days
+        write_synthetic_landing(params, root / params.source.landing_dir, days, args.format)
         return 0
     if args.command == "summary":
         from metarec_tasks.summary import print_summary

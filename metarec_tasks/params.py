@@ -40,6 +40,7 @@ class SourceParams(_Strict):
     kind: SourceKind = "synthetic"
     history_days: int = Field(14, ge=1)
     landing_dir: str = "landing"
+    read_chunk_rows: int = Field(200_000, ge=1)
     movielens_dir: str = "../shared/data/ml-100k"
 
 
@@ -80,6 +81,13 @@ class ValidateParams(_Strict):
     id_pattern: str
     max_bad_row_share: float = Field(ge=0, le=1)
     min_rows: int = Field(ge=0)
+    allow_empty_days: bool = False
+    max_lateness_hours: float = Field(48.0, ge=0)
+    volume_window_days: int = Field(7, ge=1)
+    volume_min_history_days: int = Field(3, ge=1)
+    volume_min_ratio: float = Field(0.2, ge=0)
+    volume_max_ratio: float = Field(5.0, gt=0)
+    chunk_rows: int = Field(1_000_000, ge=1)
 
 
 class EpisodeParams(_Strict):

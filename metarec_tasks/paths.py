@@ -19,6 +19,10 @@ class Workspace:
         return self.root / "data" / "raw"
 
     @property
+    def raw_manifest(self) -> Path:
+        return self.raw / "manifest.json"
+
+    @property
     def validated(self) -> Path:
         return self.root / "data" / "validated"
 

@@ -64,26 +64,28 @@ def decide(
 
 
 def quality_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The compact data-quality summary the warehouse keeps: every batch check (per file or day) with
+    its observed value, one row per quarantine reason, and the overall valid-row count."""
     rows = [
         {
-            "scope": "all",
+            "scope": c["scope"],
             "check_name": c["check"],
-            "observed": float(c["unexpected_count"]),
-            "rows": int(c["rows"]),
-            "passed": False,
+            "observed": float(c["observed"]),
+            "rows": int(c.get("rows", 0)),
+            "passed": bool(c["passed"]),
         }
         for c in report.get("checks", [])
     ]
-    for part in report.get("partitions", []):
-        rows.append(
-            {
-                "scope": part["source_file"] or f"date={part['partition_date']}",
-                "check_name": "bad_row_share",
-                "observed": float(part["bad_share"]),
-                "rows": int(part["rows"]),
-                "passed": True,
-            }
-        )
+    rows += [
+        {
+            "scope": "all",
+            "check_name": f"quarantined:{reason}",
+            "observed": float(count),
+            "rows": int(report["rows_in"]),
+            "passed": True,  # row failures are quarantined; the batch checks above decide the run
+        }
+        for reason, count in sorted(report.get("reasons", {}).items())
+    ]
     rows.append(
         {
             "scope": "all",

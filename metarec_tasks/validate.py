@@ -1,40 +1,57 @@
 """The `validate` stage: Great Expectations decides which rows are fit to learn from.
 
-Contract → suite: the expectations are generated from the log contract and `params.yaml`, never
-hand-listed per run. Row-level failures are quarantined with their reasons and the valid rows of the
-same file are kept; batch-level failures (missing columns, too many bad rows, an empty day) fail the
-stage with a message that names the file, the check and the numbers — after the quality report and
-the quarantine are written, so the operator woken at 2 a.m. can see exactly what arrived.
+Reads `data/raw/` chunk by chunk (memory stays bounded however big the window), so the flow is:
+
+1. side tables: validated first, because events must reference their ids when they are delivered;
+2. events, per chunk: derive the row facts (`quality.rows`), run the GX suite generated from the
+   contract (`quality.suite`), write valid rows to `data/validated/` and failing rows with their
+   reasons, source file and line to `data/quarantine/`, and tally counts per file and day;
+3. batch checks over the manifest and the tallies (`quality.batch`);
+4. the report (`reports/data_quality.json`) and the GX data docs (`reports/data_docs/`) are written
+   *before* a failing batch check raises `DataQualityError`, so the evidence is always there.
+
+The helpers live in `metarec_tasks/quality/` so this file stays a readable table of contents.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from metarec_tasks.errors import DataQualityError
 from metarec_tasks.logs.contract import (
     ITEM_KEY,
     LINEAGE_COLUMNS,
-    RATING_EVENT,
     REQUIRED_EVENT_COLUMNS,
+    SIDE_TABLE_KEYS,
     USER_KEY,
+    side_table_columns,
 )
 from metarec_tasks.logs.ingest import window_days
-from metarec_tasks.params import Params, ValidateParams
+from metarec_tasks.logs.landing import READ_ERROR
+from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
+from metarec_tasks.quality import batch, rows
+from metarec_tasks.quality.suite import GxSession, build_event_suite, build_side_suite, reasons_for
 
 log = logging.getLogger(__name__)
 
-PARSED_TIME = "event_time"
-DUPLICATE_REASON = "exact_duplicate"
-MISSING_COLUMN_REASON = "missing_column"
+REASON = "reason"
+_DONE = object()
+OUTSIDE_PARTITION = "timestamp_outside_partition"
 
 
 @dataclass
@@ -47,6 +64,8 @@ class QualityReport:
     checks: list[dict[str, Any]]
     partitions: list[dict[str, Any]]
     failures: list[str] = field(default_factory=list)
+    side_tables: dict[str, dict[str, int]] = field(default_factory=dict)
+    phases_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -56,256 +75,277 @@ class QualityReport:
         return {**self.__dict__, "passed": self.passed}
 
 
-@dataclass(frozen=True)
-class RowCheck:
-    """One GX expectation whose failing rows carry `reason` into the quarantine."""
+def run_validate(params: Params, root: Path, docs: bool = True) -> QualityReport:
+    ws, vp, run_date = Workspace(root), params.validate_, params.run.run_date
+    manifest = json.loads(ws.raw_manifest.read_text()) if ws.raw_manifest.exists() else {"files": []}
+    timer = PhaseTimer()
+    for folder in (ws.validated, ws.quarantine, ws.reports):
+        folder.mkdir(parents=True, exist_ok=True)
+    docs_dir = _fresh(ws.data_docs) if docs else None
+    with timer("gx_setup"):
+        session = GxSession(docs_dir)
 
-    reason: str
-    expectation: Any
+    # 1. Side tables first: their ids are what events must reference.
+    with timer("side_tables"):
+        side_ids, side_summary = validate_side_tables(ws, params, session)
+    session.register("events", build_event_suite(vp, datetime.now(UTC), tuple(side_ids)))
 
+    # 2. Events, chunk by chunk.
+    tally = Tally(run_date.isoformat())
+    repeats = rows.RepeatTracker()
+    raw = timer.iterate("read_raw", _raw_chunks(ws.raw / "events.parquet", vp.chunk_rows))
+    with (
+        ChunkWriter(ws.validated / "events.parquet") as valid_out,
+        ChunkWriter(ws.quarantine / "events.parquet") as bad_out,
+    ):
+        for index, chunk in enumerate(tqdm(raw, desc="validate chunks", unit="chunk", disable=None)):
+            with timer("derive_row_facts"):
+                chunk = rows.add_known_columns(repeats.mark(rows.add_time_columns(chunk)), side_ids)
+            with timer("gx_validate_and_docs"):
+                failing = session.failing_rows("events", chunk, run_name=f"events-chunk-{index:04d}")
+            with timer("write_outputs"):
+                reasons = reasons_for(len(chunk), failing)
+                bad = (reasons != "").to_numpy()
+                valid_out.write(_validated_events(chunk[~bad]))
+                bad_out.write(_quarantined_events(chunk[bad], reasons[bad]))
+            with timer("tally"):
+                tally.add(chunk, bad, reasons[bad], failing.get(OUTSIDE_PARTITION))
 
-def build_event_suite(vp: ValidateParams, run_date: date) -> list[RowCheck]:
-    """The row-level expectation suite, generated from the contract and the thresholds."""
-    import great_expectations.expectations as gxe
+    # 3. Batch checks: files, days, volume; new-entity shares are reported.
+    with timer("batch_checks"):
+        checks = [
+            *batch.file_checks(manifest["files"], tally.per_file, vp),
+            *batch.day_checks(tally.per_day, window_days(params), run_date, vp),
+            batch.share_check("new_user_share", f"date={run_date}", *tally.new_share("users")),
+            batch.share_check("new_item_share", f"date={run_date}", *tally.new_share("items")),
+        ]
+    failures = [c.message() for c in checks if c.fails_run]
 
-    latest_allowed = datetime.combine(run_date + timedelta(days=1), time(0), tzinfo=UTC)
-    checks = [
-        RowCheck(f"null_{name}", gxe.ExpectColumnValuesToNotBeNull(column=name))
-        for name in REQUIRED_EVENT_COLUMNS
-        if name != "timestamp"
-    ]
-    checks += [
-        RowCheck(f"malformed_{key}", gxe.ExpectColumnValuesToMatchRegex(column=key, regex=vp.id_pattern))
-        for key in (USER_KEY, ITEM_KEY)
-    ]
-    checks += [
-        RowCheck(
-            "unknown_event_type",
-            gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(vp.event_types)),
-        ),
-        RowCheck(
-            "rating_out_of_range",
-            gxe.ExpectColumnValuesToBeBetween(
-                column="value",
-                min_value=vp.rating_min,
-                max_value=vp.rating_max,
-                row_condition=f'event_type=="{RATING_EVENT}"',
-                condition_parser="pandas",
-            ),
-        ),
-        RowCheck(
-            "implicit_value_not_one",
-            gxe.ExpectColumnValuesToBeInSet(
-                column="value",
-                value_set=[1.0],
-                row_condition=f'event_type!="{RATING_EVENT}"',
-                condition_parser="pandas",
-            ),
-        ),
-        RowCheck("unparseable_timestamp", gxe.ExpectColumnValuesToNotBeNull(column=PARSED_TIME)),
-        RowCheck(
-            "timestamp_in_future",
-            gxe.ExpectColumnValuesToBeBetween(column=PARSED_TIME, max_value=pd.Timestamp(latest_allowed)),
-        ),
-    ]
-    return checks
-
-
-def run_suite(frame: pd.DataFrame, checks: list[RowCheck]) -> list[tuple[RowCheck, Any]]:
-    """Validate `frame` with an ephemeral GX context; return each check with its GX result."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (
-        context.data_sources.add_pandas("behavior_logs")
-        .add_dataframe_asset("events")
-        .add_batch_definition_whole_dataframe("run_window")
-    )
-    suite = context.suites.add(gx.ExpectationSuite(name="behavior_log_contract"))
-    for check in checks:
-        suite.add_expectation(check.expectation)
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name="nightly_events", data=batch, suite=suite)
-    )
-    result = definition.run(
-        batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"}
-    )
-    by_id = {check.expectation.id: check for check in checks}
-    matched = []
-    for res in result.results:
-        check = by_id[res.expectation_config.id]
-        if res.exception_info and res.exception_info.get("raised_exception"):
-            raise DataQualityError(
-                f"expectation {res.expectation_config.type} could not run: "
-                f"{res.exception_info.get('exception_message')}"
-            )
-        matched.append((check, res))
-    return matched
-
-
-def row_reasons(frame: pd.DataFrame, vp: ValidateParams, run_date: date) -> pd.Series:
-    """A `;`-joined reason for every failing row (empty string for valid rows)."""
-    reasons: dict[Any, list[str]] = {}
-    for check, res in run_suite(frame, build_event_suite(vp, run_date)):
-        for index in res.result.get("unexpected_index_list") or []:
-            reasons.setdefault(index, []).append(check.reason)
-    # GX's uniqueness expectations flag every copy; we keep the first delivery and quarantine repeats.
-    duplicated = frame.duplicated(subset=list(REQUIRED_EVENT_COLUMNS), keep="first")
-    for index in frame.index[duplicated]:
-        reasons.setdefault(index, []).append(DUPLICATE_REASON)
-    out = pd.Series("", index=frame.index, dtype="string")
-    for index, names in reasons.items():
-        out.at[index] = ";".join(names)
-    return out
-
-
-def run_validate(params: Params, root: Path) -> QualityReport:
-    ws = Workspace(root)
-    vp = params.validate_
-    events = pd.read_parquet(ws.raw / "events.parquet")
-    rows_in = len(events)
-    failures = _missing_column_failures(events)
-    if failures:
-        report = QualityReport(
-            params.run.run_date.isoformat(),
-            rows_in,
-            0,
-            rows_in,
-            {MISSING_COLUMN_REASON: rows_in},
-            [],
-            [],
-            failures,
-        )
-        _write_outputs(ws, events.iloc[0:0], events.assign(reason=MISSING_COLUMN_REASON), report)
-        raise DataQualityError("; ".join(failures))
-
-    frame = events.reset_index(drop=True)
-    frame[PARSED_TIME] = pd.to_datetime(frame["timestamp"], errors="coerce", utc=True, format="ISO8601")
-    reasons = row_reasons(frame, vp, params.run.run_date)
-    bad = reasons != ""
-    quarantine = frame[bad].drop(columns=[PARSED_TIME]).assign(reason=reasons[bad])
-    valid = frame[~bad].drop(columns=["timestamp"]).rename(columns={PARSED_TIME: "timestamp"})
-
-    partitions = _partition_summary(frame, bad, window_days(params))
-    failures = _batch_failures(partitions, vp)
+    # 4. Report (and docs, already rendered per chunk), then fail if a batch check says so.
     report = QualityReport(
-        run_date=params.run.run_date.isoformat(),
-        rows_in=rows_in,
-        rows_valid=int((~bad).sum()),
-        rows_quarantined=int(bad.sum()),
-        reasons=_reason_counts(reasons[bad]),
-        checks=_check_summary(reasons, frame),
-        partitions=partitions,
+        run_date=run_date.isoformat(),
+        rows_in=tally.rows,
+        rows_valid=tally.rows - tally.bad,
+        rows_quarantined=tally.bad,
+        reasons=dict(sorted(tally.reasons.items())),
+        checks=[c.to_json() for c in checks],
+        partitions=tally.partitions(),
         failures=failures,
+        side_tables=side_summary,
+        phases_s=timer.rounded(),
     )
-    users, items = _validated_side_tables(ws, vp)
-    _write_outputs(ws, valid, quarantine, report, users, items)
+    ws.data_quality_report.write_text(json.dumps(report.to_json(), indent=2, default=str))
     log.info(
-        "validated %d rows: %d kept, %d quarantined %s",
-        rows_in,
+        "validated %d rows: %d kept, %d quarantined %s; phases %s",
+        report.rows_in,
         report.rows_valid,
         report.rows_quarantined,
         report.reasons,
+        report.phases_s,
     )
     if failures:
         raise DataQualityError("; ".join(failures))
     return report
 
 
-def _missing_column_failures(events: pd.DataFrame) -> list[str]:
-    missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in events.columns or events[c].isna().all()]
-    if not missing or events.empty:
-        return []
-    files = sorted(events.get("source_file", pd.Series(["<unknown>"])).dropna().unique())
-    return [f"check required_columns failed for {', '.join(map(str, files))}: missing {missing}"]
-
-
-def _partition_summary(frame: pd.DataFrame, bad: pd.Series, days: list[date]) -> list[dict[str, Any]]:
-    rows = []
-    keyed = frame.assign(_bad=bad.to_numpy())
-    for (day, source), group in keyed.groupby(["partition_date", "source_file"], sort=True):
-        rows.append(
-            {
-                "partition_date": str(day),
-                "source_file": str(source),
-                "rows": len(group),
-                "bad_rows": int(group["_bad"].sum()),
-                "bad_share": float(group["_bad"].mean()) if len(group) else 0.0,
-            }
+def validate_side_tables(
+    ws: Workspace, params: Params, session: GxSession
+) -> tuple[dict[str, pd.Index], dict[str, dict[str, int]]]:
+    """Quarantine malformed side rows, keep the latest delivered row per id; return the valid ids
+    of every side table that was delivered (non-empty), for referential integrity."""
+    ids: dict[str, pd.Index] = {}
+    summary: dict[str, dict[str, int]] = {}
+    for table, key in SIDE_TABLE_KEYS.items():
+        raw = pd.read_parquet(ws.raw / f"{table}.parquet").astype("string").reset_index(drop=True)
+        columns = side_table_columns(params.active_features, table)
+        if key not in raw:
+            raw[key] = pd.Series(pd.NA, index=raw.index, dtype="string")
+        session.register(table, build_side_suite(columns, params.validate_))
+        reasons = reasons_for(len(raw), session.failing_rows(table, raw, run_name=f"{table}-side-table"))
+        bad = (reasons != "").to_numpy()
+        raw[bad].assign(**{REASON: reasons[bad].to_numpy()}).to_parquet(
+            ws.quarantine / f"{table}.parquet", index=False
         )
-    seen = {r["partition_date"] for r in rows}
-    for day in days:
-        if day.isoformat() not in seen:
-            rows.append(
-                {
-                    "partition_date": day.isoformat(),
-                    "source_file": None,
-                    "rows": 0,
-                    "bad_rows": 0,
-                    "bad_share": 0.0,
-                }
-            )
-    return sorted(rows, key=lambda r: (r["partition_date"], r["source_file"] or ""))
+        good = raw[~bad].drop_duplicates(subset=[key], keep="last")
+        good = good.drop(columns=[c for c in ("source_file", "source_line") if c in good]).reset_index(
+            drop=True
+        )
+        good.to_parquet(ws.validated / f"{table}.parquet", index=False)
+        missing = [c.name for c in columns if c.name not in raw]
+        summary[table] = {
+            "rows_in": len(raw),
+            "rows_quarantined": int(bad.sum()),
+            "ids": len(good),
+            "missing_feature_columns": len(missing),
+        }
+        if missing and len(raw):
+            log.warning("%s side table lacks feature columns %s", table, missing)
+        if len(good):
+            ids[table] = pd.Index(good[key])
+    return ids, summary
 
 
-def _batch_failures(partitions: list[dict[str, Any]], vp: ValidateParams) -> list[str]:
-    failures = []
-    for part in partitions:
-        where = part["source_file"] or f"partition date={part['partition_date']}"
-        if part["rows"] < vp.min_rows:
-            failures.append(
-                f"check min_rows failed for {where}: observed {part['rows']} rows, expected >= {vp.min_rows}"
-            )
-        elif part["bad_share"] > vp.max_bad_row_share:
-            failures.append(
-                f"check max_bad_row_share failed for {where}: {part['bad_rows']} of {part['rows']} rows bad "
-                f"(observed {part['bad_share']:.3f}, expected <= {vp.max_bad_row_share})"
-            )
-    return failures
+class Tally:
+    """Counts the batch checks need, accumulated chunk by chunk."""
+
+    def __init__(self, run_date: str):
+        self.run_date = run_date
+        self.rows = self.bad = 0
+        self.reasons: Counter[str] = Counter()
+        self.per_file: dict[str, dict[str, int]] = defaultdict(
+            lambda: {"rows": 0, "bad": 0, "outside_partition": 0}
+        )
+        self.per_day: Counter[str] = Counter()
+        self.file_day: dict[str, str] = {}
+        self.first_seen: dict[str, pd.Series] = {}
+        self.run_date_ids: dict[str, pd.Index] = {}
+
+    def add(
+        self, chunk: pd.DataFrame, bad: np.ndarray, reasons: pd.Series, outside: np.ndarray | None
+    ) -> None:
+        self.rows += len(chunk)
+        self.bad += int(bad.sum())
+        for joined, n in reasons.value_counts().items():
+            for reason in str(joined).split(";"):
+                self.reasons[reason] += int(n)
+        flags = pd.DataFrame({"file": chunk["source_file"], "day": chunk["partition_date"], "bad": bad})
+        flags["outside"] = False
+        if outside is not None:
+            flags.loc[outside, "outside"] = True
+        for (name, day), group in flags.groupby(["file", "day"], sort=False):
+            entry = self.per_file[str(name)]
+            entry["rows"] += len(group)
+            entry["bad"] += int(group["bad"].sum())
+            entry["outside_partition"] += int(group["outside"].sum())
+            self.file_day[str(name)] = str(day)
+        self.per_day.update({str(k): int(v) for k, v in chunk["partition_date"].value_counts().items()})
+        valid = chunk.loc[~bad, [USER_KEY, ITEM_KEY, "partition_date"]]
+        for table, key in (("users", USER_KEY), ("items", ITEM_KEY)):
+            first = valid.groupby(key, sort=False)["partition_date"].min()
+            if table in self.first_seen:
+                first = pd.concat([self.first_seen[table], first]).groupby(level=0, sort=False).min()
+            self.first_seen[table] = first
+            today = pd.Index(valid.loc[valid["partition_date"] == self.run_date, key].unique())
+            self.run_date_ids[table] = self.run_date_ids.get(table, pd.Index([])).union(today)
+
+    def new_share(self, table: str) -> tuple[int, int]:
+        ids = self.run_date_ids.get(table)
+        if ids is None or not len(ids):
+            return 0, 0
+        first = self.first_seen[table].reindex(ids)
+        return int((first == self.run_date).sum()), len(ids)
+
+    def partitions(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "partition_date": self.file_day[name],
+                "source_file": name,
+                "rows": c["rows"],
+                "bad_rows": c["bad"],
+                "bad_share": c["bad"] / c["rows"] if c["rows"] else 0.0,
+            }
+            for name, c in sorted(self.per_file.items(), key=lambda kv: (self.file_day[kv[0]], kv[0]))
+        ]
 
 
-def _reason_counts(reasons: pd.Series) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for joined in reasons:
-        for reason in str(joined).split(";"):
-            counts[reason] = counts.get(reason, 0) + 1
-    return dict(sorted(counts.items()))
+def _validated_events(frame: pd.DataFrame) -> pd.DataFrame:
+    """Contract columns with the parsed UTC timestamp, plus lineage."""
+    keep = [c for c in REQUIRED_EVENT_COLUMNS if c != "timestamp"]
+    out = frame[[*keep, rows.EVENT_TIME, *LINEAGE_COLUMNS]].rename(columns={rows.EVENT_TIME: "timestamp"})
+    out["timestamp"] = out["timestamp"].astype("datetime64[us, UTC]")
+    return out.reset_index(drop=True)
 
 
-def _check_summary(reasons: pd.Series, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    counts = _reason_counts(reasons[reasons != ""])
-    return [{"check": name, "unexpected_count": n, "rows": len(frame)} for name, n in counts.items()]
+def _quarantined_events(frame: pd.DataFrame, reasons: pd.Series) -> pd.DataFrame:
+    """As delivered (text), with lineage and the reasons, `;`-joined."""
+    out = frame[[*REQUIRED_EVENT_COLUMNS, READ_ERROR, *LINEAGE_COLUMNS]].copy()
+    out[REASON] = reasons.to_numpy()
+    return out.astype({c: "string" for c in out.columns if c != "source_line"}).reset_index(drop=True)
 
 
-def _validated_side_tables(ws: Workspace, vp: ValidateParams) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Side tables keep only well-formed, unique ids; features stay as delivered strings."""
-    out = []
-    for name, key in (("users", USER_KEY), ("items", ITEM_KEY)):
-        table = pd.read_parquet(ws.raw / f"{name}.parquet").astype("string")
-        ok = table[key].notna() & table[key].str.fullmatch(vp.id_pattern).fillna(False)
-        dropped = int((~ok).sum())
-        if dropped:
-            log.warning("dropped %d %s side-table rows with malformed ids", dropped, name)
-        out.append(table[ok].drop_duplicates(subset=[key], keep="last").reset_index(drop=True))
-    return out[0], out[1]
+def _raw_chunks(path: Path, chunk_rows: int):
+    """Raw events in chunks; a raw file without the contract's columns is a batch failure."""
+    import pyarrow.parquet as pq
+
+    missing = [
+        c
+        for c in (*REQUIRED_EVENT_COLUMNS, READ_ERROR, *LINEAGE_COLUMNS)
+        if c not in pq.read_schema(path).names
+    ]
+    if missing:
+        raise DataQualityError(
+            f"check required_columns failed for {path.name}: observed {len(missing)} missing columns "
+            f"{missing}, expected 0 (re-run ingest)"
+        )
+    empty = True
+    for record_batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+        empty = False
+        yield record_batch.to_pandas()
+    if empty:  # one empty chunk, so the outputs are still written with their schema
+        yield pq.read_table(path).to_pandas()
 
 
-def _write_outputs(
-    ws: Workspace,
-    valid: pd.DataFrame,
-    quarantine: pd.DataFrame,
-    report: QualityReport,
-    users: pd.DataFrame | None = None,
-    items: pd.DataFrame | None = None,
-) -> None:
-    for folder in (ws.validated, ws.quarantine, ws.reports):
-        folder.mkdir(parents=True, exist_ok=True)
-    valid.to_parquet(ws.validated / "events.parquet", index=False)
-    if users is not None and items is not None:
-        users.to_parquet(ws.validated / "users.parquet", index=False)
-        items.to_parquet(ws.validated / "items.parquet", index=False)
-    keep = [c for c in (*REQUIRED_EVENT_COLUMNS, *LINEAGE_COLUMNS, "reason") if c in quarantine]
-    quarantine[keep].astype("string").to_parquet(ws.quarantine / "events.parquet", index=False)
-    ws.data_quality_report.write_text(json.dumps(report.to_json(), indent=2, default=str))
+class ChunkWriter:
+    """Append frames to one Parquet file; the first frame fixes the schema. Always leaves a file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._writer = None
+        self._schema = None
+        self._empty: pd.DataFrame | None = None
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            if frame.empty:
+                self._empty = frame
+                return
+            self._schema = pa.Schema.from_pandas(frame, preserve_index=False)
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+        if not frame.empty:
+            self._writer.write_table(pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        elif self._empty is not None:
+            self._empty.to_parquet(self.path, index=False)
+
+
+class PhaseTimer:
+    """Where validate's time goes (reported in data_quality.json and by the benchmark)."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+    def iterate(self, phase: str, items: Iterator[Any]) -> Iterator[Any]:
+        """Yield from `items`, counting the time spent producing each one as `phase`."""
+        while True:
+            with self(phase):
+                item = next(items, _DONE)
+            if item is _DONE:
+                return
+            yield item
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
+
+
+def _fresh(folder: Path) -> Path:
+    """Data docs are per run: last run's pages would be misleading next to this run's."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder

@@ -43,7 +43,15 @@ TINY = {
     # is tested in test_warehouse.py/test_evaluate.py, and `make run` uses the full gate.
     "evaluate.gate_baselines": ["global_mean"],
 }
-TRACKED = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
+TRACKED = (
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "landing/README.md",
+)
 
 
 def git(root: Path, *args: str) -> str:

@@ -7,7 +7,8 @@ from metarec_tasks.errors import DataQualityError
 from metarec_tasks.logs.contract import REQUIRED_EVENT_COLUMNS
 from metarec_tasks.logs.ingest import run_ingest
 from metarec_tasks.paths import Workspace
-from metarec_tasks.validate import build_event_suite, run_validate
+from metarec_tasks.quality.suite import build_event_suite
+from metarec_tasks.validate import run_validate
 
 PLANTED = {
     "null_user_id": {"user_id": None},
@@ -17,6 +18,7 @@ PLANTED = {
     "null_value": {"value": float("nan")},
     "unparseable_timestamp": {"timestamp": "last tuesday"},
     "timestamp_in_future": {"timestamp": "2099-01-01T00:00:00Z"},
+    "timestamp_not_utc": {"timestamp": "2026-10-20T10:00:00+02:00"},
 }
 
 
@@ -38,12 +40,22 @@ def _plant(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_suite_is_generated_from_the_contract(tiny_params):
-    checks = build_event_suite(tiny_params.validate_, tiny_params.run.run_date)
+    checks = build_event_suite(tiny_params.validate_, side_tables=("users",))
     reasons = {c.reason for c in checks}
     for column in REQUIRED_EVENT_COLUMNS:
         if column != "timestamp":
             assert f"null_{column}" in reasons
     assert {"unknown_event_type", "rating_out_of_range", "unparseable_timestamp"} <= reasons
+    assert {
+        "timestamp_not_utc",
+        "timestamp_outside_partition",
+        "exact_duplicate",
+        "unknown_user_id",
+    } <= reasons
+    assert "unknown_item_id" not in reasons  # referential integrity only for delivered side tables
+    by_reason = {c.reason: c.expectation for c in checks}
+    assert by_reason["malformed_user_id"].regex == tiny_params.validate_.id_pattern
+    assert set(by_reason["unknown_event_type"].value_set) == set(tiny_params.validate_.event_types)
 
 
 def test_planted_bad_rows_are_quarantined_and_good_rows_kept(tmp_path, tiny_params):
@@ -77,7 +89,11 @@ def test_too_many_bad_rows_fail_with_file_check_and_numbers(tmp_path, tiny_param
     with pytest.raises(DataQualityError) as err:
         run_validate(tiny_params, tmp_path)
     message = str(err.value)
-    assert "max_bad_row_share" in message and f"date={day}" in message and "observed 1.000" in message
+    assert (
+        "max_bad_row_share" in message
+        and f"date={day}" in message
+        and "observed 1, expected <= 0.05" in message
+    )
     # The evidence is written before the stage fails.
     quarantine = pd.read_parquet(Workspace(tmp_path).quarantine / "events.parquet")
     assert (quarantine["partition_date"] == day).all() and len(quarantine) > 0
@@ -86,7 +102,7 @@ def test_too_many_bad_rows_fail_with_file_check_and_numbers(tmp_path, tiny_param
 def test_missing_column_fails_the_batch(tmp_path, tiny_params):
     events = _raw(tmp_path, tiny_params).drop(columns=["value"])
     events.to_parquet(Workspace(tmp_path).raw / "events.parquet")
-    with pytest.raises(DataQualityError, match=r"required_columns.*'value'"):
+    with pytest.raises(DataQualityError, match=r"required_columns failed for events.parquet.*'value'"):
         run_validate(tiny_params, tmp_path)
 
 
@@ -94,5 +110,5 @@ def test_empty_day_fails(tmp_path, tiny_params):
     events = _raw(tmp_path, tiny_params)
     day = events["partition_date"].iloc[0]
     events[events["partition_date"] != day].to_parquet(Workspace(tmp_path).raw / "events.parquet")
-    with pytest.raises(DataQualityError, match=f"min_rows failed for partition date={day}"):
+    with pytest.raises(DataQualityError, match=f"min_rows failed for date={day}: observed 0"):
         run_validate(tiny_params, tmp_path)

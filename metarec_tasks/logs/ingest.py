@@ -1,44 +1,74 @@
 """The `ingest` stage: bring one run's window of behavior logs into `data/raw/`.
 
-Whatever the source, the output is the same three Parquet files in the raw contract, with lineage
-columns, so every later stage is source-agnostic.
+Whatever the source, the output is the same: `events.parquet` in the raw contract with lineage
+columns (written chunk by chunk, so memory stays bounded), the side tables, and `manifest.json`, the
+list of files read with what was found in them, which validation's batch checks judge.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
 
 from metarec_tasks.logs import landing, movielens, synthetic
+from metarec_tasks.logs.contract import EVENT_COLUMNS, LINEAGE_DTYPES, pandas_dtypes
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
 
 log = logging.getLogger(__name__)
 
+RAW_DTYPES: dict[str, str] = {**pandas_dtypes(EVENT_COLUMNS), landing.READ_ERROR: "string", **LINEAGE_DTYPES}
+
 
 @dataclass(frozen=True)
-class RawLogs:
-    events: pd.DataFrame
-    users: pd.DataFrame
-    items: pd.DataFrame
+class IngestSummary:
+    events: int
+    users: int
+    items: int
+    files: list[dict[str, Any]]
 
 
-def read_source(params: Params, root: Path) -> RawLogs:
-    """Dispatch on `source.kind`; each source returns the raw contract plus lineage."""
-    run_date, days = params.run.run_date, params.source.history_days
-    if params.source.kind == "landing":
-        events, users, items = landing.read_landing(root / params.source.landing_dir, run_date, days)
-        return RawLogs(events, users, items)
-    if params.source.kind == "movielens":
-        ml = movielens.read_movielens((root / params.source.movielens_dir).resolve())
-        window = window_days(params)
-        return RawLogs(movielens.movielens_events(ml, window[0], window[-1]), ml.users, ml.items)
-    return _read_synthetic(params)
+class RawEventWriter:
+    """Append event chunks to one Parquet file with a fixed schema (one row group per chunk)."""
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+
+        self.path = path
+        self.schema = pa.Schema.from_pandas(
+            _conform(pd.DataFrame(columns=list(RAW_DTYPES))), preserve_index=False
+        )
+        self._writer = None
+        self.rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, self.schema)
+        table = pa.Table.from_pandas(_conform(frame), schema=self.schema, preserve_index=False)
+        self._writer.write_table(table)
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        if self._writer is None:  # no rows at all: still a valid, empty file
+            self.write(pd.DataFrame(columns=list(RAW_DTYPES)))
+        self._writer.close()
+
+
+def _conform(frame: pd.DataFrame) -> pd.DataFrame:
+    for name in RAW_DTYPES:
+        if name not in frame:
+            frame[name] = None
+    return frame[list(RAW_DTYPES)].astype(RAW_DTYPES)
 
 
 def window_days(params: Params) -> list[date]:
@@ -51,33 +81,76 @@ def window_days(params: Params) -> list[date]:
     return days
 
 
-def _read_synthetic(params: Params) -> RawLogs:
+def _ingest_synthetic(
+    params: Params, writer: RawEventWriter
+) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
     syn, run_date = params.synthetic, params.run.run_date
     world = synthetic.build_world(syn, params.run.seed, run_date)
-    frames = []
+    files = []
     for day in tqdm(window_days(params), desc="simulate days", unit="day", disable=None):
         frame = synthetic.simulate_day(syn, params.run.seed, world, day)
+        name = f"synthetic/date={day.isoformat()}"
         frame["partition_date"] = day.isoformat()
-        frame["source_file"] = f"synthetic/date={day.isoformat()}"
+        frame["source_file"] = name
         frame["source_line"] = range(1, len(frame) + 1)
-        frames.append(frame)
+        writer.write(frame)
+        files.append(
+            landing.FileEntry(
+                name, day.isoformat(), "events", "", 0, rows=len(frame), columns=list(frame)
+            ).to_json()
+        )
     users, items = synthetic.side_tables(world, synthetic.day_index(syn, run_date))
-    return RawLogs(pd.concat(frames, ignore_index=True), users, items)
+    return files, users.astype("string"), items.astype("string")
 
 
-def run_ingest(params: Params, root: Path) -> RawLogs:
+def _ingest_movielens(
+    params: Params, root: Path, writer: RawEventWriter
+) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
+    """MovieLens files read in place, their ratings replayed into the window (see logs/movielens.py)."""
+    ml = movielens.read_movielens((root / params.source.movielens_dir).resolve())
+    window = window_days(params)
+    events = movielens.movielens_events(ml, window[0], window[-1])
+    writer.write(events)
+    entry = landing.FileEntry(ml.source_file, window[-1].isoformat(), "events", "", 0, rows=len(events))
+    entry.columns = list(events.columns)
+    return [entry.to_json()], ml.users.astype("string"), ml.items.astype("string")
+
+
+def run_ingest(params: Params, root: Path) -> IngestSummary:
     ws = Workspace(root)
-    raw = read_source(params, root)
     ws.raw.mkdir(parents=True, exist_ok=True)
-    raw.events.to_parquet(ws.raw / "events.parquet", index=False)
-    raw.users.to_parquet(ws.raw / "users.parquet", index=False)
-    raw.items.to_parquet(ws.raw / "items.parquet", index=False)
+    writer = RawEventWriter(ws.raw / "events.parquet")
+    try:
+        if params.source.kind == "landing":
+            entries, users, items = landing.ingest_landing(
+                root / params.source.landing_dir,
+                params.run.run_date,
+                params.source.history_days,
+                params.source.read_chunk_rows,
+                writer.write,
+            )
+            files = [e.to_json() for e in entries]
+        elif params.source.kind == "movielens":
+            files, users, items = _ingest_movielens(params, root, writer)
+        else:
+            files, users, items = _ingest_synthetic(params, writer)
+    finally:
+        writer.close()
+    users.to_parquet(ws.raw / "users.parquet", index=False)
+    items.to_parquet(ws.raw / "items.parquet", index=False)
+    manifest = {
+        "source": params.source.kind,
+        "days": [d.isoformat() for d in window_days(params)],
+        "files": files,
+    }
+    ws.raw_manifest.write_text(json.dumps(manifest, indent=2))
     log.info(
-        "ingested %d events, %d users, %d items from %s for %s",
-        len(raw.events),
-        len(raw.users),
-        len(raw.items),
+        "ingested %d events (%d files), %d user rows, %d item rows from %s for %s",
+        writer.rows,
+        len(files),
+        len(users),
+        len(items),
         params.source.kind,
         params.run.run_date,
     )
-    return raw
+    return IngestSummary(writer.rows, len(users), len(items), files)
