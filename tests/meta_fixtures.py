@@ -31,7 +31,9 @@ def random_rows(n_tasks: int, width: int, dtype: torch.dtype, generator: torch.G
     """Padded rows: task t has between 1 and `width` real rows."""
     lengths = torch.randint(1, width + 1, (n_tasks,), generator=generator)
     mask = torch.arange(width)[None, :] < lengths[:, None]
-    users = torch.stack([torch.randint(0, n, (n_tasks,), generator=generator) for n in DIMS.user_cat_sizes], -1)
+    users = torch.stack(
+        [torch.randint(0, n, (n_tasks,), generator=generator) for n in DIMS.user_cat_sizes], -1
+    )
     item_ids = torch.randint(1, DIMS.n_item_ids, (n_tasks, width), generator=generator)
     tags = torch.rand((n_tasks, width, 6), generator=generator, dtype=dtype)
     return InteractionSet(

@@ -70,4 +70,3 @@ class MetaAlgorithm(nn.Module):
 def learned_key(name: str) -> str:
     """Parameter names contain dots, which nn.ParameterDict keys may not."""
     return name.replace(".", "__")
-

@@ -162,7 +162,8 @@ def _adapt_reference(model, fast, shared, support, steps, step_size, first_order
             loss = task_loss(model, {**shared, **params}, user, item, support.target[t], support.mask[t])
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
             params = {
-                name: p - step_size(step, name) * g for (name, p), g in zip(params.items(), grads, strict=True)
+                name: p - step_size(step, name) * g
+                for (name, p), g in zip(params.items(), grads, strict=True)
             }
             trajectory.append(params)
         per_task.append(trajectory)

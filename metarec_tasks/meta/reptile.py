@@ -24,9 +24,7 @@ class Reptile(MetaAlgorithm):
         path, shared = self.trajectory(model, batch.support, first_order=True)
         fast, _ = split_params(model, self.inner.adapt)
         adapted = {k: v.detach() for k, v in path[-1].items()}
-        surrogate = sum(
-            0.5 * (fast[name] - adapted[name].mean(dim=0)).pow(2).sum() for name in fast
-        )
+        surrogate = sum(0.5 * (fast[name] - adapted[name].mean(dim=0)).pow(2).sum() for name in fast)
         query = self.engine.losses(model, adapted, shared, batch.query).mean()
         # The query term trains only the shared parameters: `adapted` is detached.
         return surrogate + query
