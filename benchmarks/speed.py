@@ -95,13 +95,17 @@ def bench_finetune(mp: MetaParams, dims: NetDims, args, device: torch.device) ->
         "vectorized": {},
     }
     for chunk in args.chunk_sizes:
-        seconds = timed(lambda c=chunk: finetune_all(vectorized, model, batch, args.steps, c), device, args.repeats)
+        seconds = timed(
+            lambda c=chunk: finetune_all(vectorized, model, batch, args.steps, c), device, args.repeats
+        )
         result["vectorized"][str(chunk)] = {
             "seconds": seconds,
             "users_per_s": args.users / seconds,
             "speedup": args.users / seconds / naive_rate,
         }
-        log.info("fine-tune %s chunk %d: %.3fs, %.1fx", device, chunk, seconds, args.users / seconds / naive_rate)
+        log.info(
+            "fine-tune %s chunk %d: %.3fs, %.1fx", device, chunk, seconds, args.users / seconds / naive_rate
+        )
     best = max(result["vectorized"].values(), key=lambda r: r["speedup"])
     result["best_speedup"] = best["speedup"]
     return result
@@ -118,7 +122,9 @@ def meta_steps(algorithm, model: RatingNet, batches: list[TaskBatch]) -> None:
 
 def bench_meta(mp: MetaParams, dims: NetDims, args, device: torch.device) -> dict:
     results = {}
-    tasks = random_task_batch(dims, args.meta_batches * mp.meta_batch_size, args.support, args.query).to(device)
+    tasks = random_task_batch(dims, args.meta_batches * mp.meta_batch_size, args.support, args.query).to(
+        device
+    )
     batches = [
         select(tasks, torch.arange(i * mp.meta_batch_size, (i + 1) * mp.meta_batch_size, device=device))
         for i in range(args.meta_batches)
@@ -160,7 +166,9 @@ def _meta_rate(mp: MetaParams, dims, device, engine: Engine, batches, repeats: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--naive-users", type=int, default=2000)

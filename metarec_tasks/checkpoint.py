@@ -130,6 +130,11 @@ class Checkpoints:
             return state
         return None
 
+    def clear(self) -> None:
+        """Remove checkpoints of other runs, so this run's are the only ones (and never pruned)."""
+        for path in self._files():
+            path.unlink(missing_ok=True)
+
     def _files(self) -> list[Path]:
         return sorted(self.folder.glob("epoch-*.pt")) if self.folder.is_dir() else []
 

@@ -82,6 +82,7 @@ def run_train(params: Params, root: Path) -> TrainResult:
     checkpoints = Checkpoints(ws.checkpoints, run_fingerprint(params, ws, champion_md5))
     state = checkpoints.resume(model, algorithm, optimizer, generator)
     if state is None:
+        checkpoints.clear()
         state = TrainState()
         if champion_md5 is None:  # a champion is already trained; a warm-up would only undo some of it
             pretrain(model, optimizer, train_batch, params, generator, state.history, device)

@@ -13,7 +13,15 @@ from tests.conftest import REPO
 def test_speed_benchmark_quick_writes_a_report(tmp_path):
     output = tmp_path / "bench_speed.json"
     subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--quick", "--threads", "1", "--output", str(output)],
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "speed.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--output",
+            str(output),
+        ],
         cwd=REPO,
         env={"PYTHONPATH": str(REPO), "PATH": ""},
         check=True,

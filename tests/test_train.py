@@ -122,11 +122,13 @@ def test_training_resumes_after_sigkill_and_matches_an_uninterrupted_run(episode
 
 
 def test_checkpoint_of_another_run_is_not_resumed(episodes_ws, tmp_path):
-    ws = clone(episodes_ws, tmp_path / "ws", {**FAST, "meta.epochs": 2})
+    ws = clone(episodes_ws, tmp_path / "ws", {**FAST, "meta.epochs": 3})
     run_train(load_params(ws / "params.yaml"), ws)
-    assert run_train(load_params(ws / "params.yaml"), ws).resumed_from == 2  # same run: resumes
-    update_params_file(ws / "params.yaml", {"meta.inner_lr": 0.04})
+    assert run_train(load_params(ws / "params.yaml"), ws).resumed_from == 3  # same run: resumes
+    update_params_file(ws / "params.yaml", {"meta.inner_lr": 0.04, "meta.epochs": 2})
     assert run_train(load_params(ws / "params.yaml"), ws).resumed_from is None  # another run: fresh
+    # The other run's (higher-numbered) checkpoints are gone, so this run's are found again.
+    assert run_train(load_params(ws / "params.yaml"), ws).resumed_from == 2
 
 
 def test_warm_start_copies_the_champion_and_maps_item_rows(tmp_path):
@@ -155,3 +157,23 @@ def test_warm_start_copies_the_champion_and_maps_item_rows(tmp_path):
     (tmp_path / "foreign.pt").write_bytes(b"not a model")
     with pytest.raises(ModelFileError):
         warm_start(model, algorithm, tmp_path / "foreign.pt", new_ids)
+
+
+@pytest.mark.parametrize("name", ["metasgd", "mamlpp"])
+def test_learned_inner_rates_travel_with_the_model_file(name, tiny_params, tmp_path):
+    """finetune adapts with the rates training learned, restored from the model file."""
+    from metarec_tasks.finetune import load_adapting_model
+    from metarec_tasks.meta import build_algorithm
+
+    model = tiny_model(torch.float32)
+    mp = tiny_params.meta.model_copy(update={"algorithm": name})
+    algorithm = build_algorithm(mp, model)
+    with torch.no_grad():
+        for rates in algorithm.inner_lrs.values():
+            rates.uniform_(0.01, 0.2)
+    metadata = {"algorithm": name, "adapt": mp.adapt, "inner_lr": mp.inner_lr, "inner_steps": mp.inner_steps}
+    save_model(tmp_path / "m.pt", model, metadata, algorithm.state_dict())
+    _, restored = load_adapting_model(tmp_path / "m.pt", tiny_params, torch.device("cpu"))
+    assert restored.name == name
+    for key, value in algorithm.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value)

@@ -1,4 +1,17 @@
-"""Meta-learning algorithms behind one interface, chosen by name from `params.yaml`.
+"""Meta-learning algorithms behind one interface, chosen by name from `params.yaml` (`meta.algorithm`).
+
+| name      | inner loop                               | outer update                                  |
+|-----------|------------------------------------------|-----------------------------------------------|
+| `maml`    | SGD, fixed rate                          | second-order query-loss gradient              |
+| `fomaml`  | SGD, fixed rate                          | first-order (inner gradients are constants)   |
+| `mamlpp`  | SGD, learned rate per step and layer     | multi-step loss, first- then second-order     |
+| `metasgd` | SGD, learned rate per parameter entry    | second-order; the rates are meta-learned too  |
+| `reptile` | SGD, fixed rate                          | towards the mean adapted weights (surrogate)  |
+
+Every algorithm adapts only the parameter groups `meta.adapt` names (mlp: MeLU, head: ANIL, all), runs
+its inner loop vectorized over tasks (`functional.VECTORIZED`), and can be run with the naive loop
+(`functional.REFERENCE`) in tests. Non-meta baselines: `baselines.py` (statistics) and the pretrained
+network of `metarec_tasks/supervised.py`.
 
 Adding an algorithm: one new module subclassing `MetaAlgorithm`, one line in `ALGORITHMS`. Algorithms
 with learned state (inner learning rates) are built against the model, whose parameters shape it.

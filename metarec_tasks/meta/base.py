@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from metarec_tasks.meta.functional import VECTORIZED, Engine, StepSize, Trajectory
+from metarec_tasks.meta.functional import VECTORIZED, Engine, Trajectory
 from metarec_tasks.meta.tasks import InteractionSet, TaskBatch
 from metarec_tasks.model import ParamDict, split_params
 from metarec_tasks.params import AdaptGroup
@@ -57,13 +57,11 @@ class MetaAlgorithm(nn.Module):
 
     # Shared helpers for subclasses.
     def trajectory(
-        self, model: nn.Module, support: InteractionSet, first_order: bool, step_size: StepSize | None = None
+        self, model: nn.Module, support: InteractionSet, first_order: bool
     ) -> tuple[Trajectory, ParamDict]:
+        """Meta-training's inner loop: `inner.steps` steps on the support set, differentiable."""
         fast, shared = split_params(model, self.inner.adapt)
-        steps = self.inner.steps
-        path = self.engine.adapt(
-            model, fast, shared, support, steps, step_size or self.step_size, first_order
-        )
+        path = self.engine.adapt(model, fast, shared, support, self.inner.steps, self.step_size, first_order)
         return path, shared
 
 
