@@ -68,7 +68,7 @@ def stage(name: str, queue: str = ORCHESTRATION.default_queue):
         "source": Param(
             None,
             type=["null", "string"],
-            enum=[None, "synthetic", "landing"],
+            enum=[None, "synthetic", "landing", "movielens"],
             description="Behavior-log source; default: params.yaml",
         ),
         "force_publish": Param(

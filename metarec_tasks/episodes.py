@@ -89,7 +89,7 @@ def run_episodes(params: Params, root: Path) -> EpisodeSummary:
 
     # Item ids the model may learn an embedding for: only what meta-training can see.
     training_items = tasks.loc[tasks["split"] == TRAIN, ITEM_KEY].unique().tolist()
-    vocab = build_vocabulary(params.features, users, items, training_items)
+    vocab = build_vocabulary(params.active_features, users, items, training_items)
     train_ratings = tasks.loc[tasks["split"] == TRAIN, "value"]
 
     ws.episodes.mkdir(parents=True, exist_ok=True)

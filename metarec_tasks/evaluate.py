@@ -1,8 +1,10 @@
 """The `evaluate` stage: score every predictor on the holdout users and decide if the model is good enough.
 
-Every `pred_<name>` column of the holdout predictions is a predictor scored on the same rows, so the
-model and the baselines can only be compared fairly. The gate here checks the model against the
-baselines (a pure function of this stage's inputs, so DVC can cache it); the comparison with the
+Every `pred_<name>` column of the holdout predictions is a predictor scored on the same query rows,
+and every predictor in `holdout_topk.parquet` is ranked over the same full catalog, so the model and
+the baselines are compared on identical ground. Metrics are averaged over users (each holdout user
+counts once) with 95% confidence intervals. The gate here checks the model against the non-meta
+baselines — a pure function of this stage's inputs, so DVC can cache it; the comparison with the
 current champion needs the warehouse and happens in `publish`.
 """
 
@@ -16,58 +18,71 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec_tasks.finetune import NO_ADAPT_COLUMN
-from metarec_tasks.logs.contract import USER_KEY
+from metarec_tasks import metrics as m
+from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.params import EvaluateParams, Params
 from metarec_tasks.paths import Workspace
+from metarec_tasks.report import write_report
 
 log = logging.getLogger(__name__)
 
 MODEL = "model"
-LOWER_IS_BETTER = {"mae": True, "rmse": True, "ndcg": False}
 SUPPORT_BUCKETS = (1, 3, 5, 10, 20)
+LOWER_IS_BETTER_METRICS = ("mae", "rmse")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric in LOWER_IS_BETTER_METRICS
 
 
 def predictor_columns(holdout: pd.DataFrame) -> dict[str, str]:
     return {c.removeprefix("pred_"): c for c in holdout.columns if c.startswith("pred_")}
 
 
-def mae(truth: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.mean(np.abs(truth - pred))) if len(truth) else float("nan")
+def per_user_scores(holdout: pd.DataFrame, column: str, ep: EvaluateParams) -> pd.DataFrame:
+    """One row per holdout user: every query-set metric of one predictor."""
+    rows = []
+    for user, group in holdout.groupby(USER_KEY, sort=True):
+        truth, pred = group["value"].to_numpy(float), group[column].to_numpy(float)
+        row = {
+            USER_KEY: user,
+            "mae": float(np.mean(np.abs(truth - pred))),
+            "rmse": float(np.sqrt(np.mean((truth - pred) ** 2))),
+        }
+        for k in ep.ndcg_ks:
+            row[f"ndcg@{k}"] = m.ndcg_graded(truth, pred, k)
+        relevant = m.top_rated_relevance(truth, ep.binary_relevant)
+        binary = m.binary_metrics(relevant, pred, ep.binary_k)
+        row |= {f"bin_{name}" if name.startswith("ndcg") else name: v for name, v in binary.items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def rmse(truth: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((truth - pred) ** 2))) if len(truth) else float("nan")
+def per_user_catalog(
+    topk: pd.DataFrame, holdout: pd.DataFrame, predictor: str, ep: EvaluateParams
+) -> pd.DataFrame:
+    """Full-catalog Recall/nDCG@K per holdout user with at least one relevant held-out item."""
+    relevant = holdout[holdout["value"] >= ep.relevance_threshold].groupby(USER_KEY)[ITEM_KEY].agg(set)
+    ranked = (
+        topk[topk["predictor"] == predictor]
+        .sort_values([USER_KEY, "rank"])
+        .groupby(USER_KEY)[ITEM_KEY]
+        .agg(list)
+    )
+    rows = []
+    for user, items in relevant.items():
+        scores = m.catalog_metrics(ranked.get(user, []), items, ep.catalog_k)
+        rows.append({USER_KEY: user, **{f"catalog_{k}": v for k, v in scores.items()}})
+    return pd.DataFrame(rows)
 
 
-def ndcg_graded(truth: np.ndarray, pred: np.ndarray, k: int) -> float:
-    """nDCG@k of one user's query items ranked by prediction, gain 2^rating − 1 (MeLU's definition).
-
-    Ties in the prediction are broken pessimistically (the lower true rating first), so a constant
-    predictor cannot score well by luck of the row order.
-    """
-    order = np.lexsort((truth, -pred))[:k]
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    gains = 2.0**truth - 1
-    dcg = float(np.sum(gains[order] * discounts[: len(order)]))
-    ideal = np.sort(gains)[::-1][:k]
-    idcg = float(np.sum(ideal * discounts[: len(ideal)]))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def score(holdout: pd.DataFrame, column: str, k: int) -> dict[str, float]:
-    truth, pred = holdout["value"].to_numpy(float), holdout[column].to_numpy(float)
-    per_user = [
-        ndcg_graded(g["value"].to_numpy(float), g[column].to_numpy(float), k)
-        for _, g in holdout.groupby(USER_KEY, sort=False)
-    ]
-    return {
-        "mae": mae(truth, pred),
-        "rmse": rmse(truth, pred),
-        "ndcg": float(np.mean(per_user)) if per_user else float("nan"),
-        "users": int(holdout[USER_KEY].nunique()),
-        "rows": len(holdout),
-    }
+def summarize(per_user: pd.DataFrame) -> dict[str, float]:
+    """Mean and 95% CI half-width of every metric column, plus the number of users."""
+    out: dict[str, float] = {"users": len(per_user)}
+    for column in per_user.columns.drop(USER_KEY):
+        mean, half = m.mean_ci95(per_user[column].to_numpy(float))
+        out[column], out[f"{column}_ci95"] = mean, half
+    return out
 
 
 def scenario_of(holdout: pd.DataFrame) -> pd.Series:
@@ -83,18 +98,22 @@ def support_bucket(sizes: pd.Series) -> pd.Series:
     return pd.Series(edges[np.clip(idx, 0, len(edges) - 1)], index=sizes.index)
 
 
-def gate(metrics: dict[str, dict[str, float]], ep: EvaluateParams) -> dict[str, Any]:
+def gate(results: dict[str, dict[str, float]], ep: EvaluateParams) -> dict[str, Any]:
     """Does the model beat every gate baseline on the primary metric?"""
     name = ep.primary_metric
-    lower = LOWER_IS_BETTER[name]
-    model_value = metrics[MODEL][name]
-    baselines = {b: metrics[b][name] for b in ep.gate_baselines if b in metrics}
-    missing = sorted(set(ep.gate_baselines) - set(baselines))
+    missing = sorted(b for b in [MODEL, *ep.gate_baselines] if name not in results.get(b, {}))
     if missing:
-        return {"passed": False, "reason": f"gate baselines missing from predictions: {missing}"}
-    best_name = min(baselines, key=baselines.get) if lower else max(baselines, key=baselines.get)
+        return {
+            "passed": False,
+            "primary_metric": name,
+            "reason": f"primary metric {name} missing for predictors {missing}",
+        }
+    model_value = results[MODEL][name]
+    baselines = {b: results[b][name] for b in ep.gate_baselines}
+    pick = min if lower_is_better(name) else max
+    best_name = pick(baselines, key=baselines.get)
     best = baselines[best_name]
-    improvement = (best - model_value) if lower else (model_value - best)
+    improvement = (best - model_value) if lower_is_better(name) else (model_value - best)
     passed = bool(np.isfinite(model_value) and improvement > 0)
     verb = "beats" if passed else "does not beat"
     return {
@@ -113,48 +132,52 @@ def run_evaluate(params: Params, root: Path) -> dict[str, Any]:
     ws = Workspace(root)
     ep = params.evaluate
     holdout = pd.read_parquet(ws.predictions / "holdout.parquet")
-    columns = predictor_columns(holdout)
-    metrics = {name: score(holdout, column, ep.ndcg_k) for name, column in columns.items()}
+    topk_path = ws.predictions / "holdout_topk.parquet"
+    topk = (
+        pd.read_parquet(topk_path)
+        if topk_path.exists()
+        else pd.DataFrame(columns=[USER_KEY, "predictor", "rank", ITEM_KEY])
+    )
 
-    scenarios = holdout.assign(scenario=scenario_of(holdout))
-    by_scenario = {
-        scenario: {name: mae(g["value"].to_numpy(float), g[c].to_numpy(float)) for name, c in columns.items()}
-        | {"rows": len(g)}
-        for scenario, g in scenarios.groupby("scenario")
-    }
-    decision = gate(metrics, ep)
+    results, per_user = {}, {}
+    for name, column in predictor_columns(holdout).items():
+        per_user[name] = per_user_scores(holdout, column, ep)
+        results[name] = summarize(per_user[name])
+    for name in topk["predictor"].unique():
+        catalog = summarize(per_user_catalog(topk, holdout, name, ep))
+        results.setdefault(name, {}).update({k: v for k, v in catalog.items() if k != "users"})
+        results[name]["catalog_users"] = catalog["users"]
+
+    scenarios = _breakdown(holdout, scenario_of(holdout), ep)
+    curve = _breakdown(holdout, support_bucket(holdout["support_size"]), ep)
+    decision = gate(results, ep)
     report = {
         "primary_metric": ep.primary_metric,
-        "ndcg_k": ep.ndcg_k,
-        "predictors": metrics,
-        "scenarios": by_scenario,
+        "predictors": results,
         "gate": decision,
-        "adaptation_gain_mae": metrics[MODEL]["mae"] - metrics[NO_ADAPT_COLUMN.removeprefix("pred_")]["mae"],
+        "scenarios": scenarios.to_dict(orient="records"),
     }
 
     ws.plots.mkdir(parents=True, exist_ok=True)
-    ws.metrics.write_text(json.dumps(report, indent=2))
+    ws.metrics.write_text(json.dumps(report, indent=2, default=float))
     ws.gate.write_text(json.dumps(decision, indent=2))
-    _cold_start_curve(holdout, columns).to_csv(ws.plots / "cold_start_curve.csv", index=False)
-    pd.DataFrame([{"scenario": s, **v} for s, v in by_scenario.items()]).to_csv(
-        ws.plots / "scenarios.csv", index=False
-    )
+    curve.rename(columns={"group": "support_size"}).to_csv(ws.plots / "cold_start_curve.csv", index=False)
+    scenarios.rename(columns={"group": "scenario"}).to_csv(ws.plots / "scenarios.csv", index=False)
+    write_report(ws, params, results, decision, curve, scenarios)
     log.info("evaluate: %s", decision["reason"])
     return report
 
 
-def _cold_start_curve(holdout: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
-    """MAE per support-size bucket for every predictor (one row per bucket)."""
-    bucketed = holdout.assign(support_bucket=support_bucket(holdout["support_size"]))
+def _breakdown(holdout: pd.DataFrame, groups: pd.Series, ep: EvaluateParams) -> pd.DataFrame:
+    """Primary metric and MAE per predictor within each group (scenario or support-size bucket)."""
     rows = []
-    for bucket, g in bucketed.groupby("support_bucket"):
-        rows.append(
-            {
-                "support_size": int(bucket),
-                "rows": len(g),
-                **{
-                    name: mae(g["value"].to_numpy(float), g[c].to_numpy(float)) for name, c in columns.items()
-                },
-            }
-        )
+    columns = predictor_columns(holdout)
+    for group, part in holdout.groupby(groups.to_numpy(), sort=True):
+        row: dict[str, Any] = {"group": group, "users": int(part[USER_KEY].nunique()), "rows": len(part)}
+        for name, column in columns.items():
+            scores = per_user_scores(part, column, ep)
+            row[f"{name}.mae"] = float(scores["mae"].mean())
+            if ep.primary_metric in scores:
+                row[f"{name}.{ep.primary_metric}"] = float(scores[ep.primary_metric].mean())
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
 WAREHOUSE_URL_ENV = "METAREC_WAREHOUSE_URL"
@@ -33,10 +33,14 @@ class RunParams(_Strict):
         return f"nightly-{self.run_date.isoformat()}"
 
 
+SourceKind = Literal["synthetic", "landing", "movielens"]
+
+
 class SourceParams(_Strict):
-    kind: Literal["synthetic", "landing"] = "synthetic"
+    kind: SourceKind = "synthetic"
     history_days: int = Field(14, ge=1)
     landing_dir: str = "landing"
+    movielens_dir: str = "../shared/data/ml-100k"
 
 
 class SyntheticParams(_Strict):
@@ -123,10 +127,32 @@ class FinetuneParams(_Strict):
 
 
 class EvaluateParams(_Strict):
-    primary_metric: Literal["mae", "rmse", "ndcg"] = "mae"
-    ndcg_k: int = Field(5, ge=1)
+    primary_metric: str = "bin_ndcg@5"
+    ndcg_ks: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    binary_k: int = Field(5, ge=1)
+    binary_relevant: int = Field(5, ge=1)
+    catalog_k: int = Field(20, ge=1)
+    relevance_threshold: float = 4.0
     shrinkage: float = Field(ge=0)
     gate_baselines: list[str]
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        known = {
+            "mae",
+            "rmse",
+            "bin_ndcg@5",
+            "precision@5",
+            "recall@5",
+            "hr@5",
+            "mrr@5",
+            "catalog_recall@20",
+            "catalog_ndcg@20",
+        } | {f"ndcg@{k}" for k in range(1, 21)}
+        if value not in known:
+            raise ValueError(f"unknown primary metric {value!r}; choose from {sorted(known)}")
+        return value
 
 
 class PublishParams(_Strict):
@@ -134,10 +160,15 @@ class PublishParams(_Strict):
     champion_tolerance: float = Field(ge=0)
     warehouse_url: str
 
-    @property
-    def resolved_url(self) -> str:
-        """The environment wins so that production credentials never live in params.yaml."""
-        return os.environ.get(WAREHOUSE_URL_ENV) or self.warehouse_url
+    def url_for(self, root: Path) -> str:
+        """The warehouse URL for a workspace: the environment wins (production credentials never
+        live in params.yaml), and a relative SQLite path is taken relative to the workspace, not to
+        whichever directory the caller happens to run in."""
+        url = os.environ.get(WAREHOUSE_URL_ENV) or self.warehouse_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+            return prefix + str((Path(root) / url.removeprefix(prefix)).resolve())
+        return url
 
 
 class OrchestrationParams(_Strict):
@@ -152,7 +183,7 @@ class Params(_Strict):
     run: RunParams
     source: SourceParams
     synthetic: SyntheticParams
-    features: FeatureParams
+    features: dict[str, FeatureParams]
     validate_: ValidateParams = Field(alias="validate")
     episodes: EpisodeParams
     model: ModelParams
@@ -166,12 +197,24 @@ class Params(_Strict):
 
     @field_validator("features")
     @classmethod
-    def _unique_feature_names(cls, value: FeatureParams) -> FeatureParams:
-        for side in (value.user, value.item):
-            names = [f.name for f in side]
-            if len(names) != len(set(names)):
-                raise ValueError(f"duplicate feature names: {names}")
+    def _unique_feature_names(cls, value: dict[str, FeatureParams]) -> dict[str, FeatureParams]:
+        for source, spec in value.items():
+            for side in (spec.user, spec.item):
+                names = [f.name for f in side]
+                if len(names) != len(set(names)):
+                    raise ValueError(f"duplicate feature names for source {source}: {names}")
         return value
+
+    @model_validator(mode="after")
+    def _features_for_source(self) -> Params:
+        if self.source.kind not in self.features:
+            raise ValueError(f"params.yaml declares no features for source {self.source.kind!r}")
+        return self
+
+    @property
+    def active_features(self) -> FeatureParams:
+        """The feature declaration of the source this run reads."""
+        return self.features[self.source.kind]
 
 
 def load_params(path: Path | str = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:

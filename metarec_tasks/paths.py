@@ -79,5 +79,14 @@ class Workspace:
         return self.reports / "plots"
 
     @property
+    def figures(self) -> Path:
+        """PNG charts of the human-readable report (`report.md` links them)."""
+        return self.reports / "figures"
+
+    @property
+    def report(self) -> Path:
+        return self.reports / "report.md"
+
+    @property
     def publish_receipt(self) -> Path:
         return self.reports / "publish.json"

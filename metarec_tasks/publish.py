@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from metarec_tasks.evaluate import LOWER_IS_BETTER, MODEL
+from metarec_tasks.evaluate import MODEL, lower_is_better
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.warehouse import RunRecord, champion, connect, publish_run
@@ -49,7 +49,7 @@ def decide(
         reason = f"gate failed: {gate.get('reason')}"
     elif current is not None and current["primary_metric"] == metric and current["primary_value"] is not None:
         worse_by = challenger - current["primary_value"]
-        if not LOWER_IS_BETTER[metric]:
+        if not lower_is_better(metric):
             worse_by = -worse_by
         if worse_by > tolerance:
             reason = (
@@ -116,7 +116,7 @@ def run_publish(params: Params, root: Path) -> dict[str, Any]:
     value = float(metrics["predictors"][MODEL][metric])
     run_id = params.run.run_id
 
-    engine = connect(params.publish.resolved_url)
+    engine = connect(params.publish.url_for(root))
     current = champion(engine, exclude_run=run_id)
     status, reason = decide(
         gate, value, current, metric, params.publish.champion_tolerance, params.publish.force

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from metarec_tasks.evaluate import MODEL
+from metarec_tasks.evaluate import MODEL, lower_is_better
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.warehouse import connect, count_recommendations, run_row, top_items
+
+SUMMARY_METRICS = ("mae", "ndcg@5", "bin_ndcg@5", "catalog_recall@20")
 
 
 def render_summary(params: Params, root: Path, users: int, top: int) -> str:
     ws = Workspace(root)
     quality = json.loads(ws.data_quality_report.read_text())
     metrics = json.loads(ws.metrics.read_text())
-    engine = connect(params.publish.resolved_url)
+    engine = connect(params.publish.url_for(root))
     run_id = params.run.run_id
     run = run_row(engine, run_id)
     lines = [f"MetaRec run {run_id} — source {params.source.kind}, {params.source.history_days} days of logs"]
@@ -26,22 +28,27 @@ def render_summary(params: Params, root: Path, users: int, top: int) -> str:
         f"{quality['rows_quarantined']:,} quarantined ({share:.1%}){': ' + reasons if reasons else ''}"
     )
 
-    k = metrics["ndcg_k"]
     predictors = metrics["predictors"]
-    any_row = next(iter(predictors.values()))
-    lines.append(f"Holdout: {any_row['users']} users, {any_row['rows']} query ratings")
-    lines.append(f"  {'predictor':<26}{'MAE':>8}{'RMSE':>8}{f'nDCG@{k}':>9}")
-    for name, m in sorted(predictors.items(), key=lambda kv: kv[1]["mae"]):
-        lines.append(f"  {name:<26}{m['mae']:>8.4f}{m['rmse']:>8.4f}{m['ndcg']:>9.4f}")
+    primary = metrics["primary_metric"]
+    columns = [c for c in SUMMARY_METRICS if any(c in r for r in predictors.values())]
+    lines.append(f"Holdout: {predictors[MODEL]['users']} users (never seen in training); mean over users")
+    lines.append(f"  {'predictor':<26}" + "".join(f"{c:>19}" for c in columns))
+    reverse = not lower_is_better(primary)
+    ranked = sorted(predictors.items(), key=lambda kv: kv[1].get(primary, float("nan")), reverse=reverse)
+    for name, r in ranked:
+        cells = "".join(f"{r[c]:>19.4f}" if c in r else f"{'-':>19}" for c in columns)
+        lines.append(f"  {name:<26}{cells}")
     if "global_mean" in predictors:
         base, model = predictors["global_mean"]["mae"], predictors[MODEL]["mae"]
         lines.append(
             f"Meta-learned model vs global mean: MAE {model:.4f} vs {base:.4f} ({(model - base) / base:+.1%})"
         )
+    gate = metrics["gate"]
+    lines.append(f"Quality gate on {primary}: {gate['reason']}")
     if run is None:
         lines.append("Warehouse: this run was not recorded (publish did not run)")
         return "\n".join(lines)
-    lines.append(f"Gate: {run['status']} — {run['gate_reason']}")
+    lines.append(f"Publish decision: {run['status']} — {run['gate_reason']}")
     published = count_recommendations(engine, run_id)
     lines.append(
         f"Warehouse: {published:,} recommendations published for {run_id} "

@@ -145,7 +145,11 @@ def champion(engine: Engine, exclude_run: str) -> dict[str, Any] | None:
 
 def publish_run(engine: Engine, record: RunRecord, recs: pd.DataFrame, quality: list[dict[str, Any]]) -> int:
     """Replace everything of `record.run_id` in one transaction; returns recommendation rows written."""
-    rows = recs[["user_id", "rank", "item_id", "score"]].to_dict("records") if record.published else []
+    columns = ["user_id", "rank", "item_id", "score"]
+    if record.published and recs[columns].isna().any().any():
+        bad = recs[columns].isna().sum()
+        raise ValueError(f"refusing to publish recommendations with missing values: {bad[bad > 0].to_dict()}")
+    rows = recs[columns].to_dict("records") if record.published else []
     with engine.begin() as conn:
         conn.execute(delete(recommendations).where(recommendations.c.run_id == record.run_id))
         conn.execute(delete(data_quality).where(data_quality.c.run_id == record.run_id))

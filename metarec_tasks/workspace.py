@@ -126,7 +126,7 @@ def version_run(root: Path, airflow_run_id: str | None) -> dict[str, Any]:
     params = load_params(root / PARAMS_FILE)
     run_command([_dvc(), "push", "--quiet"], root, "version")
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    recorded = record_versions(connect(params.publish.resolved_url), params.run.run_id, lock, airflow_run_id)
+    recorded = record_versions(connect(params.publish.url_for(root)), params.run.run_id, lock, airflow_run_id)
     committed = False
     if os.environ.get(COMMIT_ENV) == "1":
         committed = _git_commit(root, f"metarec run {params.run.run_id} ({airflow_run_id})")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from metarec_tasks.logs import landing, synthetic
+from metarec_tasks.logs import landing, movielens, synthetic
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
 
@@ -34,6 +34,10 @@ def read_source(params: Params, root: Path) -> RawLogs:
     if params.source.kind == "landing":
         events, users, items = landing.read_landing(root / params.source.landing_dir, run_date, days)
         return RawLogs(events, users, items)
+    if params.source.kind == "movielens":
+        ml = movielens.read_movielens((root / params.source.movielens_dir).resolve())
+        window = window_days(params)
+        return RawLogs(movielens.movielens_events(ml, window[0], window[-1]), ml.users, ml.items)
     return _read_synthetic(params)
 
 

@@ -275,6 +275,6 @@ def _draw_items(rng: np.random.Generator, n: int, d: int) -> dict[str, np.ndarra
         "category": rng.integers(0, len(CATEGORIES), n),
         "tags": (ranks < n_tags[:, None]).astype(float),
         "noise": rng.normal(0, 1, (n, d)),
-        "bias": rng.normal(0, 0.45, n),
+        "bias": rng.normal(0, 0.3, n),
         "popularity_rank": rng.permutation(n * 4)[:n].astype(float),
     }

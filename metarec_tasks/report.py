@@ -1,0 +1,131 @@
+"""The evaluation report a person reads: Markdown with PNG charts, next to the machine-readable JSON."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from metarec_tasks.params import Params
+from metarec_tasks.paths import Workspace
+
+log = logging.getLogger(__name__)
+
+REPORT_METRICS = (
+    "mae",
+    "rmse",
+    "ndcg@5",
+    "bin_ndcg@5",
+    "precision@5",
+    "hr@5",
+    "mrr@5",
+    "catalog_recall@20",
+    "catalog_ndcg@20",
+)
+
+
+def metric_table(results: dict[str, dict[str, float]], primary: str) -> str:
+    """Markdown table, one row per predictor, `mean ± ci` per metric, sorted by the primary metric."""
+    shown = [name for name in REPORT_METRICS if any(name in r for r in results.values())]
+    reverse = primary not in ("mae", "rmse")
+    order = sorted(results, key=lambda p: results[p].get(primary, float("nan")), reverse=reverse)
+    lines = ["| predictor | users | " + " | ".join(shown) + " |", "|---|---:|" + "---:|" * len(shown)]
+    for name in order:
+        r = results[name]
+        cells = []
+        for metric in shown:
+            if metric not in r:
+                cells.append("–")
+                continue
+            ci = r.get(f"{metric}_ci95")
+            cells.append(f"{r[metric]:.4f} ± {ci:.4f}" if ci == ci and ci is not None else f"{r[metric]:.4f}")
+        lines.append(f"| {name} | {r.get('users', '')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(
+    ws: Workspace,
+    params: Params,
+    results: dict[str, dict[str, float]],
+    decision: dict[str, Any],
+    curve: pd.DataFrame,
+    scenarios: pd.DataFrame,
+) -> None:
+    primary = params.evaluate.primary_metric
+    charts = _charts(ws, curve, scenarios, primary)
+    lines = [
+        f"# MetaRec evaluation — run {params.run.run_id}",
+        "",
+        f"Algorithm **{params.meta.algorithm}** (adapting `{params.meta.adapt}`), source "
+        f"`{params.source.kind}`. Holdout users never took part in training.",
+        "",
+        f"**Gate: {'passed' if decision.get('passed') else 'failed'}** — {decision.get('reason')}.",
+        "",
+        "## Every predictor on the same holdout users (mean ± 95% CI over users)",
+        "",
+        metric_table(results, primary),
+        "",
+        "`ndcg@k`: graded, gain 2^rating − 1 over the query items (MeLU). `bin_*`: the "
+        f"{params.evaluate.binary_relevant} highest-rated query items are relevant (RecBole-MetaRec). "
+        f"`catalog_*`: every item outside the support set ranked; relevant = query items rated ≥ "
+        f"{params.evaluate.relevance_threshold}.",
+        "",
+    ]
+    for title, name in charts:
+        lines += [f"## {title}", "", f"![{title}](figures/{name})", ""]
+    ws.report.write_text("\n".join(lines))
+
+
+def _charts(
+    ws: Workspace, curve: pd.DataFrame, scenarios: pd.DataFrame, primary: str
+) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    ws.figures.mkdir(parents=True, exist_ok=True)
+    if not curve.empty:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, metric in zip(axes, ("mae", primary), strict=True):
+            for column in [c for c in curve.columns if c.endswith(f".{metric}")]:
+                ax.plot(curve["group"], curve[column], marker="o", label=column.rsplit(".", 1)[0])
+            ax.set_xlabel("support-set size (interactions)")
+            ax.set_ylabel(metric)
+            ax.set_xscale("log")
+            ax.set_xticks(list(curve["group"]), [str(g) for g in curve["group"]])
+            ax.minorticks_off()
+        axes[0].legend(fontsize=7)
+        fig.suptitle("Cold-start curve: quality vs. how much we know about the user")
+        fig.tight_layout()
+        fig.savefig(ws.figures / "cold_start_curve.png", dpi=110)
+        plt.close(fig)
+        made.append(("Cold-start curve", "cold_start_curve.png"))
+    if not scenarios.empty:
+        mae_columns = [c for c in scenarios.columns if c.endswith(".mae")]
+        frame = scenarios.set_index("group")[mae_columns]
+        frame.columns = [c.removesuffix(".mae") for c in mae_columns]
+        ax = frame.plot.bar(figsize=(9, 4), rot=0)
+        ax.set_ylabel("MAE")
+        ax.set_title("MAE by MeLU scenario (user × item: existing / new)")
+        ax.figure.tight_layout()
+        ax.figure.savefig(ws.figures / "scenarios.png", dpi=110)
+        plt.close(ax.figure)
+        made.append(("Cold-start scenarios", "scenarios.png"))
+    if ws.train_log.exists():
+        log_frame = pd.read_csv(ws.train_log)
+        meta = log_frame[log_frame["phase"] != "pretrain"].dropna(subset=["val_mae"])
+        if not meta.empty:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.plot(meta["epoch"], meta["val_mae"], marker="o", label="validation MAE (adapted)")
+            ax.plot(meta["epoch"], meta["train_loss"], marker=".", label="meta-train loss (MSE)")
+            ax.set_xlabel("epoch")
+            ax.legend()
+            ax.set_title("Learning curve")
+            fig.tight_layout()
+            fig.savefig(ws.figures / "learning_curve.png", dpi=110)
+            plt.close(fig)
+            made.append(("Learning curve", "learning_curve.png"))
+    return made

@@ -1,0 +1,147 @@
+"""Publishing is atomic and idempotent — on SQLite and on PostgreSQL, with the same code."""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from metarec_tasks.publish import decide
+from metarec_tasks.warehouse import (
+    LATEST_VIEW,
+    RunRecord,
+    champion,
+    connect,
+    publish_run,
+    recommendations,
+    runs,
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/warehouse.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = connect(url)
+    yield engine
+    if request.param == "postgresql":
+        from sqlalchemy import text
+
+        from metarec_tasks.warehouse import metadata
+
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP VIEW IF EXISTS {LATEST_VIEW}"))
+        metadata.drop_all(engine)
+    engine.dispose()
+
+
+def _record(run_id: str, day: date, published: bool = True, value: float = 0.7) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        logical_date=day,
+        status="published" if published else "rejected",
+        published=published,
+        forced=False,
+        gate_passed=published,
+        gate_reason="test",
+        primary_metric="mae",
+        primary_value=value,
+        algorithm="maml",
+        params={"a": 1},
+        metrics={"mae": value},
+        data_hash="d" * 32,
+        model_hash="m" * 32,
+    )
+
+
+def _recs(users: int, k: int, shift: float = 0.0) -> pd.DataFrame:
+    rows = [
+        {"user_id": f"u{u}", "rank": r + 1, "item_id": f"i{(u + r) % 17}", "score": 5 - r * 0.1 + shift}
+        for u in range(users)
+        for r in range(k)
+    ]
+    return pd.DataFrame(rows)
+
+
+def _rows(engine, run_id):
+    with engine.connect() as conn:
+        query = (
+            select(recommendations)
+            .where(recommendations.c.run_id == run_id)
+            .order_by(recommendations.c.user_id, recommendations.c.rank)
+        )
+        return [tuple(r) for r in conn.execute(query)]
+
+
+def test_republishing_a_run_leaves_exactly_the_same_rows(engine):
+    record, recs = _record("nightly-2026-11-01", date(2026, 11, 1)), _recs(30, 5)
+    quality = [{"scope": "all", "check_name": "rows_valid", "observed": 10.0, "rows": 11, "passed": True}]
+    assert publish_run(engine, record, recs, quality) == 150
+    first = _rows(engine, record.run_id)
+    assert publish_run(engine, record, recs, quality) == 150
+    assert _rows(engine, record.run_id) == first
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(runs)).scalar_one() == 1
+
+
+def test_a_rerun_replaces_its_rows_and_leaves_other_runs_alone(engine):
+    publish_run(engine, _record("nightly-2026-11-01", date(2026, 11, 1)), _recs(10, 3), [])
+    publish_run(engine, _record("nightly-2026-11-02", date(2026, 11, 2)), _recs(20, 3), [])
+    publish_run(engine, _record("nightly-2026-11-02", date(2026, 11, 2)), _recs(5, 2, shift=1.0), [])
+    assert len(_rows(engine, "nightly-2026-11-01")) == 30
+    rerun = _rows(engine, "nightly-2026-11-02")
+    assert len(rerun) == 10 and all(row[-1] > 4 for row in rerun)
+
+
+def test_a_failed_publish_rolls_back_completely(engine):
+    publish_run(engine, _record("nightly-2026-11-01", date(2026, 11, 1)), _recs(10, 3), [])
+    before = _rows(engine, "nightly-2026-11-01")
+    broken = pd.concat([_recs(10, 3), _recs(1, 1)])  # a duplicate key fails the insert mid-transaction
+    with pytest.raises(IntegrityError):
+        publish_run(engine, _record("nightly-2026-11-01", date(2026, 11, 1)), broken, [])
+    assert _rows(engine, "nightly-2026-11-01") == before
+
+
+def test_recommendations_with_missing_values_are_refused_before_writing(engine):
+    broken = _recs(3, 2)
+    broken.loc[1, "item_id"] = None
+    with pytest.raises(ValueError, match="missing values"):
+        publish_run(engine, _record("nightly-2026-11-01", date(2026, 11, 1)), broken, [])
+    assert _rows(engine, "nightly-2026-11-01") == []
+
+
+def test_rejected_runs_are_recorded_without_rows_and_the_view_shows_the_champion(engine):
+    publish_run(engine, _record("nightly-2026-11-01", date(2026, 11, 1)), _recs(4, 2), [])
+    publish_run(engine, _record("nightly-2026-11-02", date(2026, 11, 2), published=False), _recs(4, 2), [])
+    assert _rows(engine, "nightly-2026-11-02") == []
+    assert champion(engine, exclude_run="nightly-2026-11-03")["run_id"] == "nightly-2026-11-01"
+    with engine.connect() as conn:
+        from sqlalchemy import text
+
+        latest = conn.execute(text(f"SELECT DISTINCT run_id FROM {LATEST_VIEW}")).scalars().all()
+    assert latest == ["nightly-2026-11-01"]
+
+
+@pytest.mark.parametrize(
+    ("gate_passed", "challenger", "champion_value", "force", "status"),
+    [
+        (True, 0.70, None, False, "published"),
+        (True, 0.70, 0.69, False, "published"),  # within tolerance
+        (True, 0.80, 0.69, False, "rejected"),  # much worse than the champion
+        (False, 0.70, None, False, "rejected"),
+        (False, 0.70, None, True, "forced"),
+        (True, 0.80, 0.69, True, "forced"),
+    ],
+)
+def test_gate_decision(gate_passed, challenger, champion_value, force, status):
+    current = (
+        None
+        if champion_value is None
+        else {"run_id": "nightly-prev", "primary_metric": "mae", "primary_value": champion_value}
+    )
+    gate = {"passed": gate_passed, "reason": "baseline check"}
+    decided, reason = decide(gate, challenger, current, "mae", tolerance=0.02, force=force)
+    assert decided == status and reason
