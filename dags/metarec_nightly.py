@@ -57,7 +57,7 @@ def stage(name: str, queue: str = ORCHESTRATION.default_queue):
         "algorithm": Param(
             None,
             type=["null", "string"],
-            enum=[None, "maml", "fomaml"],
+            enum=[None, "maml", "fomaml", "mamlpp", "metasgd", "reptile"],
             description="Meta-learning algorithm; default: params.yaml",
         ),
         "meta_epochs": Param(

@@ -2,7 +2,9 @@
 
 Two outputs, from the same adaptation code:
 - `holdout.parquet`: holdout users adapted on their support set only, scored on their query set — with
-  the non-meta baselines as extra columns, so `evaluate` compares every predictor on identical rows;
+  the non-meta baselines as extra columns, so `evaluate` compares every predictor on identical rows
+  (the statistical baselines of `meta.baselines`, and the pretrained network of the `train` stage, as
+  it is and fine-tuned per user on the support set with the same SGD steps: plain transfer learning);
 - `recommendations.parquet`: every active user adapted on all their recent ratings, the whole catalog
   scored at once, already-seen items excluded, top-K kept.
 Users are adapted in vectorized chunks (`finetune.chunk_size`), never one by one.
@@ -27,15 +29,17 @@ from metarec_tasks.meta.baselines import BASELINES
 from metarec_tasks.meta.functional import predict_batch, score_catalog
 from metarec_tasks.meta.tasks import Catalog, build_task_batch
 from metarec_tasks.model import RatingNet
-from metarec_tasks.model_io import load_model
+from metarec_tasks.model_io import load_bundle
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
-from metarec_tasks.runtime import pick_device
+from metarec_tasks.runtime import autocast, pick_device, to_device
 
 log = logging.getLogger(__name__)
 
 MODEL_COLUMN = "pred_model"
 NO_ADAPT_COLUMN = "pred_model_no_adaptation"
+PRETRAINED_COLUMN = "pred_pretrained"
+TRANSFER_COLUMN = "pred_pretrained_finetuned"
 
 
 def run_finetune(params: Params, root: Path) -> dict[str, int]:
@@ -43,19 +47,19 @@ def run_finetune(params: Params, root: Path) -> dict[str, int]:
     device = pick_device(params.run.device)
     ratings = latest_ratings(pd.read_parquet(ws.validated / "events.parquet"))
     data = load_episode_data(ws, extra_events=ratings)
-    model, metadata = load_model(ws.model_file, device)
-    model.eval()
-    algorithm = build_algorithm(
-        params.meta.model_copy(
-            update={
-                "algorithm": metadata["algorithm"],
-                "adapt": metadata["adapt"],
-                "inner_lr": metadata["inner_lr"],
-            }
-        )
-    )
+    model, algorithm = load_adapting_model(ws.model_file, params, device)
+    pretrained, transfer = load_adapting_model(ws.pretrained_model_file, params, device, algorithm="fomaml")
 
     holdout = predict_holdout(model, algorithm, data.split(TEST), data.catalog, params, device)
+    transferred = predict_holdout(pretrained, transfer, data.split(TEST), data.catalog, params, device)
+    holdout = holdout.merge(
+        transferred[[USER_KEY, ITEM_KEY, MODEL_COLUMN, NO_ADAPT_COLUMN]].rename(
+            columns={MODEL_COLUMN: TRANSFER_COLUMN, NO_ADAPT_COLUMN: PRETRAINED_COLUMN}
+        ),
+        on=[USER_KEY, ITEM_KEY],
+        how="left",
+        validate="one_to_one",
+    )
     test_support = data.split(TEST)[lambda t: t["role"] == SUPPORT]
     for name, baseline in BASELINES.items():
         holdout[f"pred_{name}"] = baseline(data.split(TRAIN), test_support, holdout, params.evaluate)
@@ -73,6 +77,28 @@ def run_finetune(params: Params, root: Path) -> dict[str, int]:
     return counts
 
 
+def load_adapting_model(
+    path: Path, params: Params, device: torch.device, algorithm: str | None = None
+) -> tuple[RatingNet, MetaAlgorithm]:
+    """A saved network and the algorithm that adapts it, with the learned state training left.
+
+    The meta-model adapts the way it was meta-trained (its file names the algorithm, adapt group and
+    inner learning rate); the pretrained baseline adapts with plain SGD (`algorithm="fomaml"`).
+    """
+    bundle = load_bundle(path, device)
+    bundle.model.eval()
+    meta = bundle.metadata
+    settings = {"algorithm": algorithm or meta["algorithm"], "adapt": meta["adapt"]}
+    if "inner_lr" in meta:
+        settings["inner_lr"] = meta["inner_lr"]
+    if "inner_steps" in meta:
+        settings["inner_steps"] = meta["inner_steps"]
+    adapting = build_algorithm(params.meta.model_copy(update=settings), bundle.model)
+    if algorithm is None:
+        adapting.load_state_dict(bundle.algorithm_state)
+    return bundle.model, adapting
+
+
 def predict_holdout(
     model: RatingNet,
     algorithm: MetaAlgorithm,
@@ -85,11 +111,12 @@ def predict_holdout(
     users = list(dict.fromkeys(tasks[USER_KEY].astype(str)))
     frames = []
     for chunk in _chunks(users, params.finetune.chunk_size, "adapt holdout users"):
-        batch = build_task_batch(tasks, catalog, chunk).to(device)
-        adapted, shared = algorithm.adapt(model, batch, params.finetune.inner_steps)
-        with torch.no_grad():
-            pred = predict_batch(model, adapted, shared, batch.query.user, batch.query.item)
-            base = model(batch.query.user, batch.query.item)
+        batch = to_device(build_task_batch(tasks, catalog, chunk), device)
+        with autocast(device, params.meta.amp):
+            adapted, shared = algorithm.adapt(model, batch, params.finetune.inner_steps)
+            with torch.no_grad():
+                pred = predict_batch(model, adapted, shared, batch.query.user, batch.query.item).float()
+                base = model(batch.query.user, batch.query.item).float()
         mask = batch.query.mask.cpu().numpy()
         rows = batch.query.item_rows.cpu().numpy()
         t_idx, r_idx = np.nonzero(mask)
@@ -135,11 +162,13 @@ def recommend(
     item_ids = np.asarray(catalog.item_ids)
     frames = []
     for chunk in _chunks(users, params.finetune.chunk_size, "recommend"):
-        batch = build_task_batch(history, catalog, chunk).to(device)
-        adapted, shared = algorithm.adapt(model, batch, params.finetune.inner_steps)
+        batch = to_device(build_task_batch(history, catalog, chunk), device)
         user_features = {name: v[:, 0] for name, v in batch.support.user.items()}
+        with autocast(device, params.meta.amp):
+            adapted, shared = algorithm.adapt(model, batch, params.finetune.inner_steps)
+            with torch.no_grad():
+                scores = score_catalog(model, adapted, shared, user_features, items).float()
         with torch.no_grad():
-            scores = score_catalog(model, adapted, shared, user_features, items)
             scores[_seen_mask(ratings, chunk, catalog, device)] = -torch.inf
             top = torch.topk(scores, k, dim=1)
         values, rows = top.values.cpu().numpy(), top.indices.cpu().numpy()

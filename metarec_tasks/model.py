@@ -16,7 +16,7 @@ from torch import nn
 from metarec_tasks.features import Vocabulary
 from metarec_tasks.params import AdaptGroup, ModelParams
 
-MODEL_FORMAT = "metarec-model/1"
+MODEL_FORMAT = "metarec-model/2"  # 2: encoder submodule, learned algorithm state
 
 # Parameter-name prefixes adapted per user in the inner loop (MeLU adapts the MLP only; ANIL the head).
 ADAPT_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -59,10 +59,15 @@ class NetDims:
         return asdict(self)
 
 
-class RatingNet(nn.Module):
+class FeatureEncoder(nn.Module):
+    """Feature embeddings → one input vector per (user, item) row.
+
+    A submodule of its own so the inner loop can run it once per task and reuse the result for every
+    adaptation step when only the MLP/head adapt (`meta.adapt` = mlp or head).
+    """
+
     def __init__(self, dims: NetDims):
         super().__init__()
-        self.dims = dims
         d = dims.embedding_dim
         self.user_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in dims.user_cat_sizes)
         self.item_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in dims.item_cat_sizes)
@@ -70,12 +75,28 @@ class RatingNet(nn.Module):
             {name: nn.Linear(n, d, bias=False) for name, n in dims.item_multi_sizes.items()}
         )
         self.item_id = nn.Embedding(dims.n_item_ids, d) if dims.item_id_embedding else None
-        n_inputs = d * (
+        self.width = d * (
             len(dims.user_cat_sizes)
             + len(dims.item_cat_sizes)
             + len(dims.item_multi_sizes)
             + int(dims.item_id_embedding)
         )
+
+    def forward(self, user: Features, item: Features) -> torch.Tensor:
+        parts = [emb(user["user_cat"][..., k]) for k, emb in enumerate(self.user_embeddings)]
+        parts += [emb(item["item_cat"][..., k]) for k, emb in enumerate(self.item_embeddings)]
+        parts += [layer(item[f"item_multi.{name}"]) for name, layer in self.item_multi.items()]
+        if self.item_id is not None:
+            parts.append(self.item_id(item["item_id"]))
+        return torch.cat(parts, dim=-1)
+
+
+class RatingNet(nn.Module):
+    def __init__(self, dims: NetDims):
+        super().__init__()
+        self.dims = dims
+        self.encoder = FeatureEncoder(dims)
+        n_inputs = self.encoder.width
         layers: list[nn.Module] = []
         for width in dims.hidden:
             layers += [nn.Linear(n_inputs, width), nn.ReLU()]
@@ -85,22 +106,27 @@ class RatingNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for emb in [*self.user_embeddings, *self.item_embeddings]:
+        for emb in [*self.encoder.user_embeddings, *self.encoder.item_embeddings]:
             nn.init.normal_(emb.weight, std=0.1)
-        if self.item_id is not None:
-            nn.init.normal_(self.item_id.weight, std=0.01)
+        if self.encoder.item_id is not None:
+            nn.init.normal_(self.encoder.item_id.weight, std=0.01)
         nn.init.zeros_(self.head.weight)
         nn.init.constant_(self.head.bias, self.dims.rating_offset)
 
-    def forward(self, user: Features, item: Features) -> torch.Tensor:
-        """Predicted rating for each (user, item) row; inputs share their leading shape."""
-        parts = [emb(user["user_cat"][..., k]) for k, emb in enumerate(self.user_embeddings)]
-        parts += [emb(item["item_cat"][..., k]) for k, emb in enumerate(self.item_embeddings)]
-        parts += [layer(item[f"item_multi.{name}"]) for name, layer in self.item_multi.items()]
-        if self.item_id is not None:
-            parts.append(self.item_id(item["item_id"]))
-        hidden = self.mlp(torch.cat(parts, dim=-1))
-        return self.head(hidden).squeeze(-1)
+    def forward(
+        self, user: Features | None, item: Features | None, encoded: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Predicted rating for each (user, item) row; inputs share their leading shape.
+
+        `encoded` (the encoder's output for these rows) skips the embeddings: the inner loop passes it
+        when the encoder is not adapted, so embeddings are looked up once per task, not once per step.
+        """
+        if encoded is None:
+            encoded = self.encoder(user, item)
+        return self.head(self.mlp(encoded)).squeeze(-1)
+
+
+ENCODER_PREFIX = "encoder."
 
 
 def split_params(model: nn.Module, adapt: AdaptGroup) -> tuple[ParamDict, ParamDict]:

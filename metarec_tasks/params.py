@@ -105,7 +105,7 @@ class ModelParams(_Strict):
     item_id_embedding: bool = True
 
 
-Algorithm = Literal["maml", "fomaml"]
+Algorithm = Literal["maml", "fomaml", "mamlpp", "metasgd", "reptile"]
 AdaptGroup = Literal["mlp", "head", "all"]
 
 
@@ -120,6 +120,12 @@ class MetaParams(_Strict):
     patience: int = Field(ge=1)
     pretrain_epochs: int = Field(ge=0)
     pretrain_batch_size: int = Field(ge=1)
+    first_order_epochs: int = Field(0, ge=0)  # MAML++ derivative-order annealing
+    multi_step_loss_epochs: int = Field(0, ge=0)  # MAML++ multi-step loss annealing
+    amp: bool = False  # bfloat16 autocast on CUDA; ignored on CPU
+    checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (models/checkpoints)
+    warm_start: bool = False  # start from the champion model instead of from scratch
+    champion_model: str = "models/champion.pt"  # where publish keeps the champion (workspace-relative)
 
 
 class FinetuneParams(_Strict):

@@ -43,6 +43,10 @@ class Workspace:
         return self.models / "meta_model.pt"
 
     @property
+    def pretrained_model_file(self) -> Path:
+        return self.models / "pretrained.pt"
+
+    @property
     def checkpoints(self) -> Path:
         return self.models / "checkpoints"
 

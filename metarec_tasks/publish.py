@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,14 @@ def decide(
     if force:
         return "forced", f"force_publish overrode: {reason}"
     return "rejected", reason
+
+
+def promote_champion(model_file: Path, champion_file: Path) -> None:
+    """Keep a copy of a published model where `meta.warm_start` finds it (atomic, no torch import)."""
+    champion_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = champion_file.with_suffix(champion_file.suffix + ".tmp")
+    shutil.copyfile(model_file, tmp)
+    os.replace(tmp, champion_file)
 
 
 def quality_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -130,6 +140,8 @@ def run_publish(params: Params, root: Path) -> dict[str, Any]:
         model_hash=file_md5(ws.model_file),
     )
     written = publish_run(engine, record, recs, quality_rows(quality))
+    if record.published:  # the new champion: where tomorrow's `meta.warm_start` starts from
+        promote_champion(ws.model_file, root / params.meta.champion_model)
     receipt = {
         "run_id": run_id,
         "status": status,

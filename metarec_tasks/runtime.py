@@ -1,9 +1,10 @@
-"""Run-time choices that must not be scattered: device and seeding."""
+"""Run-time choices that must not be scattered: device, seeding, mixed precision, host→device copies."""
 
 from __future__ import annotations
 
 import logging
 import random
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -26,3 +27,22 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
+    """bfloat16 autocast on CUDA when `meta.amp` is on; a no-op on CPU.
+
+    bfloat16 keeps float32's exponent range, so no gradient scaler is needed — which matters here,
+    because the meta-gradient flows through `torch.func.grad` inside the inner loop, where a scaled
+    loss would also scale the inner steps.
+    """
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def to_device(batch, device: torch.device):
+    """Move a TaskBatch: through pinned memory with non-blocking copies on CUDA, as-is on CPU."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)

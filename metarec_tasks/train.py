@@ -1,15 +1,19 @@
 """The `train` stage: learn an initialization that adapts to a new user in a few steps.
 
-Flow: load tasks → (optional) supervised warm-up on training interactions → meta-train on batches of
-training tasks, validating after every epoch on validation users (adapt on support, score query) →
-keep the best epoch, stop early when validation stops improving → save the model atomically.
-A loss that turns NaN/inf stops the run with an error, and no model is written.
+Flow: load tasks → build the network and the algorithm (warm-started from the champion when
+`meta.warm_start`) → fit the pretrained non-meta baseline and save it → resume from the last
+checkpoint of this run, if any → supervised warm-up → meta-train on batches of training tasks,
+validating after every epoch on validation users (adapt on support, score query), checkpointing every
+`meta.checkpoint_every` epochs → keep the best epoch, stop early when validation stops improving →
+save the model atomically. A loss that turns NaN/inf stops the run with an error, and no model is written.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from metarec_tasks.checkpoint import Checkpoints, TrainState, fingerprint
 from metarec_tasks.dataset import load_episode_data
 from metarec_tasks.episodes import TRAIN, VALIDATION
 from metarec_tasks.errors import NonFiniteLossError
@@ -28,11 +33,14 @@ from metarec_tasks.model import NetDims, RatingNet
 from metarec_tasks.model_io import save_model
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
-from metarec_tasks.runtime import pick_device, seed_everything
+from metarec_tasks.runtime import autocast, pick_device, seed_everything, to_device
+from metarec_tasks.supervised import check_finite, fit_pretrained, flatten, supervised_epoch
+from metarec_tasks.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
 TRAIN_LOG_FIELDS = ("epoch", "phase", "train_loss", "val_mae", "seconds")
+BASELINE_SEED_OFFSET = 1  # the baseline shuffles with its own generator, so it never shifts the meta run
 
 
 @dataclass(frozen=True)
@@ -40,44 +48,77 @@ class TrainResult:
     best_epoch: int
     best_val_mae: float
     epochs_run: int
+    resumed_from: int | None = None
 
 
 def run_train(params: Params, root: Path) -> TrainResult:
     ws = Workspace(root)
+    mp = params.meta
     generator = seed_everything(params.run.seed)
     device = pick_device(params.run.device)
     data = load_episode_data(ws)
-    train_batch = build_task_batch(data.split(TRAIN), data.catalog).to(device)
-    val_batch = build_task_batch(data.split(VALIDATION), data.catalog).to(device)
+    train_batch = to_device(build_task_batch(data.split(TRAIN), data.catalog), device)
+    val_batch = to_device(build_task_batch(data.split(VALIDATION), data.catalog), device)
     log.info("training on %d tasks, validating on %d, device %s", len(train_batch), len(val_batch), device)
 
     dims = NetDims.from_vocab(data.vocab, params.model, rating_offset=data.global_mean)
     model = RatingNet(dims).to(device)
-    algorithm = build_algorithm(params.meta)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.meta.meta_lr)
-    history: list[dict] = []
+    algorithm = build_algorithm(mp, model)
+    champion_md5 = (
+        warm_start(model, algorithm, root / mp.champion_model, data.vocab.item_ids) if mp.warm_start else None
+    )
+    optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=mp.meta_lr)
 
-    pretrain(model, optimizer, train_batch, params, generator, history)
-    result = meta_train(model, optimizer, algorithm, train_batch, val_batch, params, generator, history)
+    baseline = RatingNet(dims).to(device)
+    baseline_fit = fit_pretrained(
+        baseline,
+        train_batch,
+        val_batch,
+        mp,
+        torch.Generator().manual_seed(params.run.seed + BASELINE_SEED_OFFSET),
+    )
+    save_model(ws.pretrained_model_file, baseline, {"kind": "pretrained", "adapt": mp.adapt, **baseline_fit})
+
+    checkpoints = Checkpoints(ws.checkpoints, run_fingerprint(params, ws, champion_md5))
+    state = checkpoints.resume(model, algorithm, optimizer, generator)
+    if state is None:
+        checkpoints.clear()
+        state = TrainState()
+        if champion_md5 is None:  # a champion is already trained; a warm-up would only undo some of it
+            pretrain(model, optimizer, train_batch, params, generator, state.history, device)
+    result = meta_train(
+        model, optimizer, algorithm, train_batch, val_batch, params, generator, state, checkpoints
+    )
 
     save_model(
         ws.model_file,
         model,
         {
             "algorithm": algorithm.name,
-            "adapt": params.meta.adapt,
-            "inner_lr": params.meta.inner_lr,
-            "inner_steps": params.meta.inner_steps,
+            "adapt": mp.adapt,
+            "inner_lr": mp.inner_lr,
+            "inner_steps": mp.inner_steps,
             "run_date": params.run.run_date.isoformat(),
             "best_epoch": result.best_epoch,
             "best_val_mae": result.best_val_mae,
+            "resumed_from_epoch": result.resumed_from,
+            "warm_start_from": champion_md5,
+            "item_ids": list(data.vocab.item_ids),
         },
+        algorithm.state_dict(),
     )
-    _write_log(ws.train_log, history)
+    _write_log(ws.train_log, state.history)
     log.info(
         "saved %s (best epoch %d, validation MAE %.4f)", ws.model_file, result.best_epoch, result.best_val_mae
     )
     return result
+
+
+def run_fingerprint(params: Params, ws: Workspace, champion_md5: str | None) -> str:
+    """What makes two training runs the same run: parameters, seed, data and starting point."""
+    meta = params.meta.model_dump(mode="json", exclude={"checkpoint_every"})
+    tasks_md5 = hashlib.md5((ws.episodes / "tasks.parquet").read_bytes()).hexdigest()
+    return fingerprint(params.run.seed, params.model.model_dump(mode="json"), meta, tasks_md5, champion_md5)
 
 
 def pretrain(
@@ -87,30 +128,26 @@ def pretrain(
     params: Params,
     generator: torch.Generator,
     history: list[dict],
+    device: torch.device,
 ) -> None:
     """Plain supervised fitting on every training interaction: a better starting point for MAML."""
-    rows = _flatten(batch)
-    n = rows["target"].shape[0]
-    size = params.meta.pretrain_batch_size
+    rows = flatten(batch)
     for epoch in tqdm(range(params.meta.pretrain_epochs), desc="pretrain", unit="epoch", disable=None):
-        started, total = time.perf_counter(), 0.0
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, size):
-            idx = order[start : start + size].to(rows["target"].device)
-            pred = model(
-                {k: v[idx] for k, v in rows["user"].items()}, {k: v[idx] for k, v in rows["item"].items()}
-            )
-            loss = torch.nn.functional.mse_loss(pred, rows["target"][idx])
-            _check_finite(loss, f"pretrain epoch {epoch}")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
+        started = time.perf_counter()
+        loss = supervised_epoch(
+            model,
+            optimizer,
+            rows,
+            params.meta.pretrain_batch_size,
+            generator,
+            f"pretrain epoch {epoch}",
+            autocast(device, params.meta.amp),
+        )
         history.append(
             {
                 "epoch": epoch,
                 "phase": "pretrain",
-                "train_loss": total / max(n, 1),
+                "train_loss": loss,
                 "val_mae": "",
                 "seconds": time.perf_counter() - started,
             }
@@ -125,25 +162,43 @@ def meta_train(
     val: TaskBatch,
     params: Params,
     generator: torch.Generator,
-    history: list[dict],
+    state: TrainState,
+    checkpoints: Checkpoints,
 ) -> TrainResult:
     mp = params.meta
-    best = (float("inf"), -1, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    stale = 0
-    epoch = -1
-    for epoch in tqdm(range(mp.epochs), desc=f"meta-train ({algorithm.name})", unit="epoch", disable=None):
+    device = train.support.target.device
+    if state.best_epoch < 0:  # a fresh run: the starting point is the best so far
+        state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state.best_algorithm = {k: v.detach().clone() for k, v in algorithm.state_dict().items()}
+    epochs = tqdm(
+        range(state.next_epoch, mp.epochs),
+        initial=state.next_epoch,
+        total=mp.epochs,
+        desc=f"meta-train ({algorithm.name})",
+        unit="epoch",
+        disable=None,
+    )
+    for epoch in epochs:
+        if state.stopped:
+            break
+        algorithm.start_epoch(epoch)
         started, total = time.perf_counter(), 0.0
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), mp.meta_batch_size):
-            batch = select(train, order[start : start + mp.meta_batch_size].to(train.user_rows.device))
-            loss = algorithm.meta_loss(model, batch)
-            _check_finite(loss, f"meta epoch {epoch}")
+            batch = select(train, order[start : start + mp.meta_batch_size].to(device))
+            with autocast(device, mp.amp):
+                loss = algorithm.meta_loss(model, batch)
+            check_finite(loss, f"meta epoch {epoch}")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)
         val_mae = adapted_mae(model, algorithm, val, mp.inner_steps)
-        history.append(
+        if math.isnan(val_mae) and len(val):
+            raise NonFiniteLossError(
+                f"validation MAE became NaN after meta epoch {epoch}; no model was written"
+            )
+        state.history.append(
             {
                 "epoch": epoch,
                 "phase": "meta",
@@ -153,15 +208,19 @@ def meta_train(
             }
         )
         log.info("epoch %d: meta loss %.4f, validation MAE %.4f", epoch, total / max(len(train), 1), val_mae)
-        if val_mae < best[0]:
-            best, stale = (val_mae, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}), 0
+        if val_mae < state.best_val_mae:
+            state.record_best(val_mae, epoch, model, algorithm)
         else:
-            stale += 1
-            if stale >= mp.patience:
-                log.info("early stop after epoch %d (no improvement for %d epochs)", epoch, stale)
-                break
-    model.load_state_dict(best[2])
-    return TrainResult(best_epoch=best[1], best_val_mae=best[0], epochs_run=epoch + 1)
+            state.stale += 1
+            state.stopped = state.stale >= mp.patience
+        state.next_epoch = epoch + 1
+        if state.stopped or state.next_epoch % mp.checkpoint_every == 0 or state.next_epoch == mp.epochs:
+            checkpoints.save(state, model, algorithm, optimizer, generator)
+        if state.stopped:
+            log.info("early stop after epoch %d (no improvement for %d epochs)", epoch, state.stale)
+    model.load_state_dict(state.best_model)
+    algorithm.load_state_dict(state.best_algorithm)
+    return TrainResult(state.best_epoch, state.best_val_mae, state.next_epoch, state.resumed_from)
 
 
 def adapted_mae(model: RatingNet, algorithm: MetaAlgorithm, batch: TaskBatch, steps: int) -> float:
@@ -174,30 +233,6 @@ def adapted_mae(model: RatingNet, algorithm: MetaAlgorithm, batch: TaskBatch, st
         mask = batch.query.mask
         err = (pred - batch.query.target).abs() * mask
         return float(err.sum() / mask.sum().clamp_min(1))
-
-
-def _flatten(batch: TaskBatch) -> dict:
-    """All real (unpadded) support and query rows of a batch as flat [N, ...] tensors."""
-    parts = []
-    for s in (batch.support, batch.query):
-        m = s.mask
-        parts.append(
-            {
-                "user": {k: v[m] for k, v in s.user.items()},
-                "item": {k: v[m] for k, v in s.item.items()},
-                "target": s.target[m],
-            }
-        )
-    return {
-        "user": {k: torch.cat([p["user"][k] for p in parts]) for k in parts[0]["user"]},
-        "item": {k: torch.cat([p["item"][k] for p in parts]) for k in parts[0]["item"]},
-        "target": torch.cat([p["target"] for p in parts]),
-    }
-
-
-def _check_finite(loss: torch.Tensor, where: str) -> None:
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"loss became {loss.item()} at {where}; no model was written")
 
 
 def _write_log(path: Path, history: list[dict]) -> None:

@@ -6,33 +6,20 @@ gradients as constants, which is cheaper and often as good on small recommendati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from torch import nn
 
-from metarec_tasks.meta.base import InnerLoop, detached_split
-from metarec_tasks.meta.functional import adapt_batch, query_losses
+from metarec_tasks.meta.base import InnerLoop, MetaAlgorithm
+from metarec_tasks.meta.functional import VECTORIZED, Engine
 from metarec_tasks.meta.tasks import TaskBatch
-from metarec_tasks.model import ParamDict, split_params
 
 
-@dataclass(frozen=True)
-class MAML:
-    inner: InnerLoop
-    first_order: bool = False
+class MAML(MetaAlgorithm):
+    def __init__(self, inner: InnerLoop, first_order: bool = False, engine: Engine = VECTORIZED):
+        super().__init__(inner, engine)
+        self.first_order = first_order
+        self.name = "fomaml" if first_order else "maml"
 
-    @property
-    def name(self) -> str:
-        return "fomaml" if self.first_order else "maml"
-
-    def meta_loss(self, model: torch.nn.Module, batch: TaskBatch) -> torch.Tensor:
-        fast, shared = split_params(model, self.inner.adapt)
-        losses = query_losses(
-            model, fast, shared, batch.support, batch.query, self.inner.steps, self.inner.lr, self.first_order
-        )
-        return losses.mean()
-
-    def adapt(self, model: torch.nn.Module, batch: TaskBatch, steps: int) -> tuple[ParamDict, ParamDict]:
-        fast, shared = detached_split(model, self.inner.adapt)
-        adapted = adapt_batch(model, fast, shared, batch.support, steps, self.inner.lr, first_order=True)
-        return {k: v.detach() for k, v in adapted.items()}, shared
+    def meta_loss(self, model: nn.Module, batch: TaskBatch) -> torch.Tensor:
+        path, shared = self.trajectory(model, batch.support, self.first_order)
+        return self.engine.losses(model, path[-1], shared, batch.query).mean()

@@ -100,7 +100,26 @@ class TaskBatch:
                 **{f.name: _move(getattr(s, f.name), device, non_blocking) for f in fields(s)}
             )
 
-        return TaskBatch(self.user_ids, self.user_rows.to(device), move(self.support), move(self.query))
+        return TaskBatch(
+            self.user_ids,
+            self.user_rows.to(device, non_blocking=non_blocking),
+            move(self.support),
+            move(self.query),
+        )
+
+    def pin_memory(self) -> TaskBatch:
+        """Page-locked host copies, so `to(cuda, non_blocking=True)` overlaps with compute."""
+
+        def pin(s: InteractionSet) -> InteractionSet:
+            return InteractionSet(**{f.name: _pin(getattr(s, f.name)) for f in fields(s)})
+
+        return TaskBatch(self.user_ids, self.user_rows.pin_memory(), pin(self.support), pin(self.query))
+
+
+def _pin(value):
+    if isinstance(value, dict):
+        return {k: v.pin_memory() for k, v in value.items()}
+    return value.pin_memory()
 
 
 def _move(value, device, non_blocking):

@@ -1,0 +1,225 @@
+"""Speed of the meta-learning core: vectorized (torch.func) vs. the naive per-task loop.
+
+Same model, same tasks, same steps for both engines. Measures
+- fine-tuning: users/s adapting every user on their support set (`MetaAlgorithm.adapt`), vectorized in
+  chunks of `--chunk-sizes` users vs. the naive loop;
+- meta-training: tasks/s of full meta-steps (meta-loss, backward, Adam step) for every algorithm.
+CPU always, CUDA too when present. Writes reports/bench_speed.json.
+
+    PYTHONPATH=. python benchmarks/speed.py            # the measured run
+    PYTHONPATH=. python benchmarks/speed.py --quick    # seconds-long smoke run (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from metarec_tasks.meta import ALGORITHMS, build_algorithm
+from metarec_tasks.meta.functional import REFERENCE, VECTORIZED, Engine
+from metarec_tasks.meta.random_tasks import random_task_batch
+from metarec_tasks.meta.tasks import TaskBatch, select
+from metarec_tasks.model import NetDims, RatingNet
+from metarec_tasks.params import MetaParams, load_params
+
+log = logging.getLogger("benchmarks.speed")
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT = REPO / "reports" / "bench_speed.json"
+
+
+def network_dims(embedding_dim: int, hidden: list[int]) -> NetDims:
+    """The default synthetic pipeline's feature layout (3 user and 1 item categorical, tags, item ids)."""
+    return NetDims(
+        user_cat_sizes=[8, 3, 22],
+        item_cat_sizes=[12],
+        item_multi_sizes={"tags": 30},
+        n_item_ids=500,
+        embedding_dim=embedding_dim,
+        hidden=hidden,
+        item_id_embedding=True,
+        rating_offset=3.5,
+    )
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def finetune_all(algorithm, model: RatingNet, batch: TaskBatch, steps: int, chunk: int) -> None:
+    for start in range(0, len(batch), chunk):
+        index = torch.arange(start, min(start + chunk, len(batch)), device=batch.user_rows.device)
+        algorithm.adapt(model, select(batch, index), steps)
+
+
+def bench_finetune(mp: MetaParams, dims: NetDims, args, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    model = RatingNet(dims).to(device)
+    batch = random_task_batch(dims, args.users, args.support, args.query, ragged=True).to(device)
+    naive_users = min(args.naive_users, args.users)
+    naive_batch = select(batch, torch.arange(naive_users, device=device))
+    reference = build_algorithm(mp, model, REFERENCE)
+    vectorized = build_algorithm(mp, model, VECTORIZED)
+    naive_s = timed(lambda: reference.adapt(model, naive_batch, args.steps), device, 1)
+    naive_rate = naive_users / naive_s
+    result = {
+        "users": args.users,
+        "support_rows": args.support,
+        "inner_steps": args.steps,
+        "naive_users": naive_users,
+        "naive_users_per_s": naive_rate,
+        "naive_seconds_for_all_users": args.users / naive_rate,
+        "vectorized": {},
+    }
+    for chunk in args.chunk_sizes:
+        seconds = timed(
+            lambda c=chunk: finetune_all(vectorized, model, batch, args.steps, c), device, args.repeats
+        )
+        result["vectorized"][str(chunk)] = {
+            "seconds": seconds,
+            "users_per_s": args.users / seconds,
+            "speedup": args.users / seconds / naive_rate,
+        }
+        log.info(
+            "fine-tune %s chunk %d: %.3fs, %.1fx", device, chunk, seconds, args.users / seconds / naive_rate
+        )
+    best = max(result["vectorized"].values(), key=lambda r: r["speedup"])
+    result["best_speedup"] = best["speedup"]
+    return result
+
+
+def meta_steps(algorithm, model: RatingNet, batches: list[TaskBatch]) -> None:
+    optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=1e-3)
+    for batch in batches:
+        loss = algorithm.meta_loss(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def bench_meta(mp: MetaParams, dims: NetDims, args, device: torch.device) -> dict:
+    results = {}
+    tasks = random_task_batch(dims, args.meta_batches * mp.meta_batch_size, args.support, args.query).to(
+        device
+    )
+    batches = [
+        select(tasks, torch.arange(i * mp.meta_batch_size, (i + 1) * mp.meta_batch_size, device=device))
+        for i in range(args.meta_batches)
+    ]
+    naive_batches = batches[: args.naive_meta_batches]
+    for name in sorted(ALGORITHMS):
+        algo_params = mp.model_copy(update={"algorithm": name})
+        rates = {}
+        for engine, chosen, repeats in (
+            (REFERENCE, naive_batches, 1),
+            (VECTORIZED, batches, args.repeats),
+        ):
+            rates[engine.name] = _meta_rate(algo_params, dims, device, engine, chosen, repeats)
+        results[name] = {
+            "naive_tasks_per_s": rates["reference"],
+            "vectorized_tasks_per_s": rates["vectorized"],
+            "speedup": rates["vectorized"] / rates["reference"],
+        }
+        log.info("meta-train %s %s: %.1fx", device, name, results[name]["speedup"])
+    return {
+        "meta_batch_size": mp.meta_batch_size,
+        "inner_steps": mp.inner_steps,
+        "support_rows": args.support,
+        "query_rows": args.query,
+        "algorithms": results,
+    }
+
+
+def _meta_rate(mp: MetaParams, dims, device, engine: Engine, batches, repeats: int) -> float:
+    def run() -> None:
+        torch.manual_seed(0)
+        model = RatingNet(dims).to(device)
+        algorithm = build_algorithm(mp, model, engine)
+        algorithm.start_epoch(mp.first_order_epochs)  # MAML++ at its second-order phase
+        meta_steps(algorithm, model, batches)
+
+    seconds = timed(run, device, repeats)
+    return len(batches) * mp.meta_batch_size / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--naive-users", type=int, default=2000)
+    parser.add_argument("--support", type=int, default=20)
+    parser.add_argument("--query", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="fine-tuning inner steps")
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[64, 128, 256, 512, 2000])
+    parser.add_argument("--meta-batches", type=int, default=10)
+    parser.add_argument("--naive-meta-batches", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine: stable figures)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.users, args.naive_users, args.chunk_sizes, args.support = 64, 8, [32], 8
+        args.meta_batches, args.naive_meta_batches, args.repeats = 1, 1, 1
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    params = load_params(REPO / "params.yaml")
+    mp = params.meta
+    networks = {
+        "default": network_dims(params.model.embedding_dim, list(params.model.hidden)),
+        "wide": network_dims(32, [64, 64]),  # 192→64→64→1, near DESIGN.md's 256→64→64→1
+    }
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    report = {
+        "quick": args.quick,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "adapt": mp.adapt,
+        "results": {},
+    }
+    for device in devices:
+        for net, dims in networks.items():
+            if args.quick and net != "default":
+                continue
+            report["results"][f"{device.type}/{net}"] = {
+                "finetune": bench_finetune(mp, dims, args, device),
+                "meta_train": bench_meta(mp, dims, args, device),
+            }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+    log.info("wrote %s", args.output)
+
+
+if __name__ == "__main__":
+    main()

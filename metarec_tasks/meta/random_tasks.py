@@ -1,0 +1,61 @@
+"""Random padded tasks for a given network shape: what tests and the speed benchmark feed the
+meta-learners when the question is "does the code compute the right thing, fast", not "does it learn".
+"""
+
+from __future__ import annotations
+
+import torch
+
+from metarec_tasks.meta.tasks import InteractionSet, TaskBatch
+from metarec_tasks.model import NetDims
+
+
+def random_rows(
+    dims: NetDims, n_tasks: int, width: int, dtype: torch.dtype, generator: torch.Generator, ragged: bool
+) -> InteractionSet:
+    """[n_tasks, width] rows; with `ragged`, task t has between 1 and `width` real rows (rest padded)."""
+    lengths = (
+        torch.randint(1, width + 1, (n_tasks,), generator=generator)
+        if ragged
+        else torch.full((n_tasks,), width)
+    )
+    mask = torch.arange(width)[None, :] < lengths[:, None]
+    users = torch.stack(
+        [torch.randint(0, n, (n_tasks,), generator=generator) for n in dims.user_cat_sizes], -1
+    ).reshape(n_tasks, len(dims.user_cat_sizes))
+    item_ids = torch.randint(1, dims.n_item_ids, (n_tasks, width), generator=generator)
+    item = {"item_cat": torch.zeros((n_tasks, width, 0), dtype=torch.long)}
+    if dims.item_cat_sizes:
+        item["item_cat"] = torch.stack(
+            [torch.randint(0, n, (n_tasks, width), generator=generator) for n in dims.item_cat_sizes], -1
+        )
+    for name, size in dims.item_multi_sizes.items():
+        hot = (torch.rand((n_tasks, width, size), generator=generator) < 0.3).to(dtype)
+        hot[..., 0] += 1.0  # never an all-zero row
+        item[f"item_multi.{name}"] = hot / hot.sum(-1, keepdim=True)
+    item["item_id"] = item_ids
+    return InteractionSet(
+        user={"user_cat": users[:, None, :].expand(n_tasks, width, -1).clone()},
+        item=item,
+        target=torch.randint(1, 6, (n_tasks, width), generator=generator).to(dtype),
+        mask=mask,
+        item_rows=torch.where(mask, item_ids, -1),
+    )
+
+
+def random_task_batch(
+    dims: NetDims,
+    n_tasks: int,
+    support: int,
+    query: int,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    ragged: bool = True,
+) -> TaskBatch:
+    generator = torch.Generator().manual_seed(seed)
+    return TaskBatch(
+        user_ids=[f"u{t}" for t in range(n_tasks)],
+        user_rows=torch.arange(n_tasks),
+        support=random_rows(dims, n_tasks, support, dtype, generator, ragged),
+        query=random_rows(dims, n_tasks, query, dtype, generator, ragged),
+    )

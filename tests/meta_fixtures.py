@@ -1,0 +1,34 @@
+"""A tiny RatingNet and tiny ragged random tasks, for meta-learning tests (float64 by default)."""
+
+from __future__ import annotations
+
+import torch
+
+from metarec_tasks.meta.random_tasks import random_task_batch
+from metarec_tasks.meta.tasks import TaskBatch
+from metarec_tasks.model import NetDims, RatingNet
+
+DIMS = NetDims(
+    user_cat_sizes=[4, 3],
+    item_cat_sizes=[5],
+    item_multi_sizes={"tags": 6},
+    n_item_ids=12,
+    embedding_dim=3,
+    hidden=[8, 4],
+    item_id_embedding=True,
+    rating_offset=3.5,
+)
+
+
+def tiny_model(dtype: torch.dtype = torch.float64, seed: int = 0) -> RatingNet:
+    torch.manual_seed(seed)
+    model = RatingNet(DIMS).to(dtype)
+    with torch.no_grad():  # a non-zero head, so every parameter gets a gradient
+        model.head.weight.normal_(0, 0.3)
+    return model
+
+
+def random_batch(
+    n_tasks: int = 5, support: int = 7, query: int = 4, dtype: torch.dtype = torch.float64, seed: int = 0
+) -> TaskBatch:
+    return random_task_batch(DIMS, n_tasks, support, query, dtype, seed, ragged=True)

@@ -1,0 +1,35 @@
+"""Smoke test of benchmarks/speed.py: it runs and writes a well-formed report (times are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from metarec_tasks.meta import ALGORITHMS
+from tests.conftest import REPO
+
+
+def test_speed_benchmark_quick_writes_a_report(tmp_path):
+    output = tmp_path / "bench_speed.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "speed.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--output",
+            str(output),
+        ],
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": ""},
+        check=True,
+        capture_output=True,
+    )
+    report = json.loads(output.read_text())
+    cpu = report["results"]["cpu/default"]
+    assert cpu["finetune"]["naive_users_per_s"] > 0
+    assert all(run["users_per_s"] > 0 for run in cpu["finetune"]["vectorized"].values())
+    assert set(cpu["meta_train"]["algorithms"]) == set(ALGORITHMS)
+    assert all(r["vectorized_tasks_per_s"] > 0 for r in cpu["meta_train"]["algorithms"].values())
