@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.helpers import BIN, POSTGRES_ADMIN_URL, REPO, TINY, make_workspace
+
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="metarec-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -25,59 +24,6 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ.pop("METAREC_WAREHOUSE_URL", None)
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-
-# Small enough that a whole pipeline runs in seconds, big enough that the model can learn.
-TINY = {
-    "run.run_date": "2026-10-20",
-    "source.history_days": 10,
-    "synthetic.initial_users": 220,
-    "synthetic.new_users_per_day": 6,
-    "synthetic.initial_items": 80,
-    "synthetic.new_items_per_day": 1,
-    "synthetic.daily_active_share": 0.5,
-    "meta.epochs": 3,
-    "meta.pretrain_epochs": 2,
-    "meta.meta_batch_size": 16,
-    "finetune.chunk_size": 64,
-    # Tiny worlds are too small for the model to beat every baseline reliably; the gate logic itself
-    # is tested in test_warehouse.py/test_evaluate.py, and `make run` uses the full gate.
-    "evaluate.gate_baselines": ["global_mean"],
-}
-TRACKED = (
-    "dvc.yaml",
-    "params.yaml",
-    ".dvcignore",
-    ".gitignore",
-    ".dvc/config",
-    ".dvc/.gitignore",
-    "landing/README.md",
-)
-
-
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
-
-
-def make_workspace(root: Path, overrides: dict | None = None) -> Path:
-    """A fresh git + DVC pipeline workspace with the project's pipeline files and tiny params."""
-    from metarec_tasks.params import update_params_file
-
-    for name in TRACKED:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / name, root / name)
-    for folder in ("reports", "reports/plots"):
-        if (REPO / folder / ".gitignore").exists():
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            shutil.copy(REPO / folder / ".gitignore", root / folder / ".gitignore")
-    # dvc.yaml lists the stage code as deps; a copy makes them resolve inside the workspace.
-    shutil.copytree(
-        REPO / "metarec_tasks", root / "metarec_tasks", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    update_params_file(root / "params.yaml", {**TINY, **(overrides or {})})
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "-c", "user.email=ci@metarec", "-c", "user.name=ci", "commit", "-qm", "workspace")
-    return root
 
 
 @pytest.fixture
@@ -100,11 +46,6 @@ def airflow_db() -> Path:
     """A migrated SQLite Airflow metadata database in a throwaway AIRFLOW_HOME."""
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], check=True, capture_output=True)
     return _AIRFLOW_HOME
-
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "METAREC_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from metarec_tasks.meta import ALGORITHMS
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_speed_benchmark_quick_writes_a_report(tmp_path):

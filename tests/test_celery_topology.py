@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, POSTGRES_ADMIN_URL, REPO, TINY
+from tests.helpers import BIN, POSTGRES_ADMIN_URL, REPO, TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

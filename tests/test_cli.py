@@ -7,7 +7,7 @@ import pytest
 
 from metarec_tasks.paths import Workspace
 from metarec_tasks.workspace import StageFailed, run_dvc_stage
-from tests.conftest import BIN
+from tests.helpers import BIN
 
 
 def metarec(root, *args):

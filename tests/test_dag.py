@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import BIN, REPO
+from tests.helpers import BIN, REPO
 
 STAGES = ["ingest", "validate", "episodes", "train", "finetune", "evaluate", "publish"]
 

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import BIN, REPO
+from tests.helpers import BIN, REPO
 
 DOCKER = REPO / "docker"
 AIRFLOW_SERVICES = {

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from metarec_tasks.logs.movielens import movielens_events, read_movielens, replay_into_window
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 ML100K = (REPO.parent / "shared" / "data" / "ml-100k").resolve()
 

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from metarec_tasks.params import load_params, update_params_file
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_committed_params_are_valid():

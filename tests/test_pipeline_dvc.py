@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import BIN
+from tests.helpers import BIN
 
 STAGES = ("ingest", "validate", "episodes", "train", "finetune", "evaluate", "publish")
 

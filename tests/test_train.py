@@ -18,7 +18,7 @@ from metarec_tasks.model_io import load_bundle, save_model
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
 from metarec_tasks.train import run_train
-from tests.conftest import BIN, REPO, TINY
+from tests.helpers import BIN, REPO, TINY
 from tests.meta_fixtures import tiny_model
 
 FAST = {"meta.epochs": 3, "meta.patience": 3}
