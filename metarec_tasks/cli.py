@@ -122,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print_summary(params, root, users=args.users, top=args.top)
         return 0
+    if args.command == "train":  # METAREC_TRAIN_NPROC > 1: data-parallel under torchrun
+        from metarec_tasks.distributed import relaunch_under_torchrun
+
+        code = relaunch_under_torchrun(sys.argv[1:] if argv is None else argv)
+        if code is not None:
+            return code
     return run_stage(args.command, params, root)
 
 

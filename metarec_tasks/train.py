@@ -6,6 +6,8 @@ checkpoint of this run, if any → supervised warm-up → meta-train on batches 
 validating after every epoch on validation users (adapt on support, score query), checkpointing every
 `meta.checkpoint_every` epochs → keep the best epoch, stop early when validation stops improving →
 save the model atomically. A loss that turns NaN/inf stops the run with an error, and no model is written.
+Under torchrun, meta-training is data-parallel over tasks (`metarec_tasks/distributed.py`); rank 0
+alone fits the baseline and writes files.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import logging
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from tqdm import tqdm
 
 from metarec_tasks.checkpoint import Checkpoints, TrainState, fingerprint
 from metarec_tasks.dataset import load_episode_data
+from metarec_tasks.distributed import SINGLE, World, init_distributed
 from metarec_tasks.episodes import TRAIN, VALIDATION
 from metarec_tasks.errors import NonFiniteLossError
 from metarec_tasks.meta import build_algorithm
@@ -56,6 +60,7 @@ def run_train(params: Params, root: Path) -> TrainResult:
     mp = params.meta
     generator = seed_everything(params.run.seed)
     device = pick_device(params.run.device)
+    world = init_distributed(device)
     data = load_episode_data(ws)
     train_batch = to_device(build_task_batch(data.split(TRAIN), data.catalog), device)
     val_batch = to_device(build_task_batch(data.split(VALIDATION), data.catalog), device)
@@ -70,25 +75,33 @@ def run_train(params: Params, root: Path) -> TrainResult:
     optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=mp.meta_lr)
 
     baseline = RatingNet(dims).to(device)
-    baseline_fit = fit_pretrained(
-        baseline,
-        train_batch,
-        val_batch,
-        mp,
-        torch.Generator().manual_seed(params.run.seed + BASELINE_SEED_OFFSET),
-    )
-    save_model(ws.pretrained_model_file, baseline, {"kind": "pretrained", "adapt": mp.adapt, **baseline_fit})
+    if world.is_main:  # only saved for finetune, never used by meta-training: one rank fits it
+        baseline_fit = fit_pretrained(
+            baseline,
+            train_batch,
+            val_batch,
+            mp,
+            torch.Generator().manual_seed(params.run.seed + BASELINE_SEED_OFFSET),
+        )
+        save_model(
+            ws.pretrained_model_file, baseline, {"kind": "pretrained", "adapt": mp.adapt, **baseline_fit}
+        )
 
     checkpoints = Checkpoints(ws.checkpoints, run_fingerprint(params, ws, champion_md5))
     state = checkpoints.resume(model, algorithm, optimizer, generator)
     if state is None:
-        checkpoints.clear()
+        world.barrier()  # every rank has looked for a checkpoint before rank 0 deletes them
+        if world.is_main:
+            checkpoints.clear()
         state = TrainState()
         if champion_md5 is None:  # a champion is already trained; a warm-up would only undo some of it
             pretrain(model, optimizer, train_batch, params, generator, state.history, device)
+    world.broadcast_state(model, algorithm, optimizer=optimizer)
     result = meta_train(
-        model, optimizer, algorithm, train_batch, val_batch, params, generator, state, checkpoints
+        model, optimizer, algorithm, train_batch, val_batch, params, generator, state, checkpoints, world
     )
+    if not world.is_main:  # rank 0 writes the model and the log
+        return result
 
     save_model(
         ws.model_file,
@@ -164,6 +177,7 @@ def meta_train(
     generator: torch.Generator,
     state: TrainState,
     checkpoints: Checkpoints,
+    world: World = SINGLE,
 ) -> TrainResult:
     mp = params.meta
     device = train.support.target.device
@@ -185,15 +199,12 @@ def meta_train(
         started, total = time.perf_counter(), 0.0
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), mp.meta_batch_size):
-            batch = select(train, order[start : start + mp.meta_batch_size].to(device))
-            with autocast(device, mp.amp):
-                loss = algorithm.meta_loss(model, batch)
+            index = order[start : start + mp.meta_batch_size].to(device)
+            loss = meta_gradients(model, optimizer, algorithm, train, index, world, autocast(device, mp.amp))
             check_finite(loss, f"meta epoch {epoch}")
-            optimizer.zero_grad()
-            loss.backward()
             optimizer.step()
-            total += loss.item() * len(batch)
-        val_mae = adapted_mae(model, algorithm, val, mp.inner_steps)
+            total += loss.item() * len(index)
+        val_mae = adapted_mae(model, algorithm, val, mp.inner_steps, world)
         if math.isnan(val_mae) and len(val):
             raise NonFiniteLossError(
                 f"validation MAE became NaN after meta epoch {epoch}; no model was written"
@@ -214,7 +225,8 @@ def meta_train(
             state.stale += 1
             state.stopped = state.stale >= mp.patience
         state.next_epoch = epoch + 1
-        if state.stopped or state.next_epoch % mp.checkpoint_every == 0 or state.next_epoch == mp.epochs:
+        due = state.stopped or state.next_epoch % mp.checkpoint_every == 0 or state.next_epoch == mp.epochs
+        if due and world.is_main:
             checkpoints.save(state, model, algorithm, optimizer, generator)
         if state.stopped:
             log.info("early stop after epoch %d (no improvement for %d epochs)", epoch, state.stale)
@@ -223,16 +235,47 @@ def meta_train(
     return TrainResult(state.best_epoch, state.best_val_mae, state.next_epoch, state.resumed_from)
 
 
-def adapted_mae(model: RatingNet, algorithm: MetaAlgorithm, batch: TaskBatch, steps: int) -> float:
-    """Query MAE after adapting on each task's support set (the number the gate cares about)."""
+def meta_gradients(
+    model: RatingNet,
+    optimizer: torch.optim.Optimizer,
+    algorithm: MetaAlgorithm,
+    tasks: TaskBatch,
+    index: torch.Tensor,
+    world: World = SINGLE,
+    precision: AbstractContextManager | None = None,
+) -> torch.Tensor:
+    """Leave in `.grad` the meta-gradient of the mean meta-loss over the tasks `index` names; return
+    that loss. Under torchrun each rank differentiates its shard and the gradients are all-reduced."""
+    batch = select(tasks, world.shard(index))
+    optimizer.zero_grad()
+    loss = torch.zeros((), device=index.device)
+    if len(batch):  # a meta-batch smaller than the world leaves some ranks without a task
+        with precision or nullcontext():
+            loss = algorithm.meta_loss(model, batch)
+        loss.backward()
+    return world.average_gradients(optimizer, loss, len(batch), len(index))
+
+
+def adapted_mae(
+    model: RatingNet, algorithm: MetaAlgorithm, batch: TaskBatch, steps: int, world: World = SINGLE
+) -> float:
+    """Query MAE after adapting on each task's support set (the number the gate cares about).
+
+    Under torchrun each rank adapts its shard of the tasks and the error sums are all-reduced."""
     if len(batch) == 0:
         return float("nan")
-    adapted, shared = algorithm.adapt(model, batch, steps)
-    with torch.no_grad():
-        pred = predict_batch(model, adapted, shared, batch.query.user, batch.query.item)
-        mask = batch.query.mask
-        err = (pred - batch.query.target).abs() * mask
-        return float(err.sum() / mask.sum().clamp_min(1))
+    sums = torch.zeros(2, device=batch.query.target.device)
+    if world.size > 1:
+        batch = select(batch, world.shard(torch.arange(len(batch), device=sums.device)))
+    if len(batch):
+        adapted, shared = algorithm.adapt(model, batch, steps)
+        with torch.no_grad():
+            pred = predict_batch(model, adapted, shared, batch.query.user, batch.query.item)
+            mask = batch.query.mask
+            err = (pred - batch.query.target).abs() * mask
+            sums = torch.stack([err.sum(), mask.sum().to(err.dtype)])
+    sums = world.all_sum(sums)
+    return float(sums[0] / sums[1].clamp_min(1))
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
