@@ -4,7 +4,9 @@ Under `torchrun --nproc-per-node N` every rank holds the whole model, draws the 
 order from the shared seed, and takes a disjoint shard of every meta-batch. The ranks' meta-gradients
 (model *and* algorithm parameters, such as learned inner learning rates) are summed, each weighted by
 its shard's task count, and divided by the meta-batch size, so the update equals the single-process
-update on the whole meta-batch, however the batch splits. Rank 0 alone writes files.
+update on the whole meta-batch, however the batch splits. This holds because every algorithm's
+meta-gradient is a mean of per-task terms (Reptile's too: θ − mean adapted θ; the *value* of its
+surrogate, only logged, is averaged over shards instead). Rank 0 alone writes files.
 
 Without torchrun's environment there is no process group and every helper is a no-op, so a single
 process computes exactly what it did before this module existed. `METAREC_TRAIN_NPROC=N` makes
@@ -59,15 +61,11 @@ class World:
         if self.size == 1:
             return loss
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-        present = torch.tensor([float(p.grad is not None) for p in params], device=loss.device)
-        flat = torch.cat(
-            [
-                torch.cat([g.reshape(-1).float() for g in grads]) * local_tasks,
-                present,
-                (loss.detach().float() * local_tasks).reshape(1),
-            ]
-        )
+        summed = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in params])
+        present = [float(p.grad is not None) for p in params]
+        extras = torch.tensor(present, dtype=summed.dtype, device=summed.device)
+        loss_sum = loss.detach().to(summed.dtype).reshape(1) * local_tasks
+        flat = torch.cat([summed * local_tasks, extras, loss_sum])
         dist.all_reduce(flat)
         offset, n_grads = 0, sum(p.numel() for p in params)
         for p, seen in zip(params, flat[n_grads : n_grads + len(params)].tolist(), strict=True):
