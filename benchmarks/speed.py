@@ -3,7 +3,10 @@
 Same model, same tasks, same steps for both engines. Measures
 - fine-tuning: users/s adapting every user on their support set (`MetaAlgorithm.adapt`), vectorized in
   chunks of `--chunk-sizes` users vs. the naive loop;
-- meta-training: tasks/s of full meta-steps (meta-loss, backward, Adam step) for every algorithm.
+- meta-training: tasks/s of full meta-steps (meta-loss, backward, Adam step) for every algorithm;
+- data-parallel meta-training: tasks/s of the train stage's own meta-step (`train.meta_gradients`,
+  all-reduce, Adam) under torchrun with 1 and 2 processes on CPU (gloo; the machine's cores split
+  evenly between the processes), and with 1..N processes on N GPUs (NCCL) when present.
 CPU always, CUDA too when present. Writes reports/bench_speed.json.
 
     PYTHONPATH=. python benchmarks/speed.py            # the measured run
@@ -18,18 +21,23 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from metarec_tasks.distributed import World, init_distributed
 from metarec_tasks.meta import ALGORITHMS, build_algorithm
 from metarec_tasks.meta.functional import REFERENCE, VECTORIZED, Engine
 from metarec_tasks.meta.random_tasks import random_task_batch
 from metarec_tasks.meta.tasks import TaskBatch, select
 from metarec_tasks.model import NetDims, RatingNet
 from metarec_tasks.params import MetaParams, load_params
+from metarec_tasks.train import meta_gradients
 
 log = logging.getLogger("benchmarks.speed")
 
@@ -165,6 +173,81 @@ def _meta_rate(mp: MetaParams, dims, device, engine: Engine, batches, repeats: i
     return len(batches) * mp.meta_batch_size / seconds
 
 
+def bench_data_parallel(args, networks: list[str]) -> dict:
+    """Launch torchrun workers (`--dp-worker`) for each process count; collect rank 0's figures."""
+    cores = os.cpu_count() or 1
+    # (device, processes, threads each): one process on every core and on one core, then the cores split
+    plans = sorted(
+        {("cpu", 1, cores), ("cpu", 1, 1), *(("cpu", n, max(1, cores // n)) for n in args.processes)}
+    )
+    if torch.cuda.is_available():
+        plans += [("cuda", n, 1) for n in sorted({1, torch.cuda.device_count()})]
+    results = {}
+    for device, nproc, threads in plans:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "rank0.json"
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+            command += [f"--nproc-per-node={nproc}", str(Path(__file__).resolve()), "--dp-worker"]
+            command += ["--dp-device", device, "--dp-output", str(out), "--threads", str(threads)]
+            command += ["--meta-batches", str(args.meta_batches), "--repeats", str(args.repeats)]
+            command += ["--support", str(args.support), "--query", str(args.query)]
+            command += ["--dp-networks", *networks]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+            env["OMP_NUM_THREADS"] = str(threads)
+            subprocess.run(command, check=True, env=env, cwd=REPO)
+            figures = json.loads(out.read_text())
+        for net, rate in figures.items():
+            results.setdefault(f"{device}/{net}", {})[f"{nproc}x{threads}"] = {
+                "processes": nproc,
+                "threads_per_process": threads,
+                "tasks_per_s": rate,
+            }
+    for key, runs in results.items():
+        single = runs[f"1x{cores if key.startswith('cpu') else 1}"]["tasks_per_s"]
+        for run in runs.values():
+            run["speedup_vs_1_process"] = run["tasks_per_s"] / single
+    return results
+
+
+def dp_worker(args) -> None:
+    """One torchrun worker: the train stage's meta-step on its shard of every meta-batch."""
+    device = torch.device(args.dp_device)
+    world = init_distributed(device)
+    params = load_params(REPO / "params.yaml")
+    rates = {}
+    for net in args.dp_networks:
+        rates[net] = _dp_rate(params.meta, NETWORKS[net](params), args, device, world)
+        if world.is_main:
+            log.info("data-parallel %s/%s, %d process(es): %.0f tasks/s", device, net, world.size, rates[net])
+    if world.is_main:
+        args.dp_output.write_text(json.dumps(rates))
+
+
+def _dp_rate(mp: MetaParams, dims: NetDims, args, device: torch.device, world: World) -> float:
+    torch.manual_seed(0)
+    model = RatingNet(dims).to(device)
+    algorithm = build_algorithm(mp, model)
+    algorithm.start_epoch(mp.first_order_epochs)  # MAML++ at its second-order phase
+    optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=mp.meta_lr)
+    n_tasks = args.meta_batches * mp.meta_batch_size
+    tasks = random_task_batch(dims, n_tasks, args.support, args.query).to(device)
+
+    def epoch() -> None:
+        for start in range(0, n_tasks, mp.meta_batch_size):
+            index = torch.arange(start, min(start + mp.meta_batch_size, n_tasks), device=device)
+            meta_gradients(model, optimizer, algorithm, tasks, index, world)
+            optimizer.step()
+        world.barrier()  # the slowest rank sets the pace
+
+    return n_tasks / timed(epoch, device, args.repeats)
+
+
+NETWORKS: dict[str, Callable] = {
+    "default": lambda params: network_dims(params.model.embedding_dim, list(params.model.hidden)),
+    "wide": lambda params: network_dims(32, [64, 64]),  # 192→64→64→1, near DESIGN.md's 256→64→64→1
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -183,19 +266,26 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine: stable figures)"
     )
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="data-parallel CPU runs")
+    parser.add_argument("--dp-worker", action="store_true", help=argparse.SUPPRESS)  # under torchrun
+    parser.add_argument("--dp-device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--dp-output", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--dp-networks", nargs="+", default=["default"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.dp_worker:
+        dp_worker(args)
+        return
     if args.quick:
         args.users, args.naive_users, args.chunk_sizes, args.support = 64, 8, [32], 8
         args.meta_batches, args.naive_meta_batches, args.repeats = 1, 1, 1
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     params = load_params(REPO / "params.yaml")
     mp = params.meta
     networks = {
-        "default": network_dims(params.model.embedding_dim, list(params.model.hidden)),
-        "wide": network_dims(32, [64, 64]),  # 192→64→64→1, near DESIGN.md's 256→64→64→1
+        name: build(params) for name, build in NETWORKS.items() if not args.quick or name == "default"
     }
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     report = {
@@ -206,16 +296,22 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "adapt": mp.adapt,
+        "load_average_before": os.getloadavg(),
         "results": {},
     }
     for device in devices:
         for net, dims in networks.items():
-            if args.quick and net != "default":
-                continue
             report["results"][f"{device.type}/{net}"] = {
                 "finetune": bench_finetune(mp, dims, args, device),
                 "meta_train": bench_meta(mp, dims, args, device),
             }
+    report["data_parallel"] = {
+        "algorithm": mp.algorithm,
+        "meta_batch_size": mp.meta_batch_size,
+        "tasks_per_epoch": args.meta_batches * mp.meta_batch_size,
+        "results": bench_data_parallel(args, list(networks)),
+    }
+    report["load_average_after"] = os.getloadavg()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
     log.info("wrote %s", args.output)

@@ -33,3 +33,7 @@ def test_speed_benchmark_quick_writes_a_report(tmp_path):
     assert all(run["users_per_s"] > 0 for run in cpu["finetune"]["vectorized"].values())
     assert set(cpu["meta_train"]["algorithms"]) == set(ALGORITHMS)
     assert all(r["vectorized_tasks_per_s"] > 0 for r in cpu["meta_train"]["algorithms"].values())
+    # Data-parallel meta-training under torchrun: one process (all cores, one core) and two processes.
+    runs = report["data_parallel"]["results"]["cpu/default"]
+    assert {run["processes"] for run in runs.values()} == {1, 2}
+    assert all(run["tasks_per_s"] > 0 for run in runs.values())
