@@ -173,13 +173,12 @@ def _meta_rate(mp: MetaParams, dims, device, engine: Engine, batches, repeats: i
     return len(batches) * mp.meta_batch_size / seconds
 
 
-def bench_data_parallel(args, networks: list[str]) -> dict:
+def bench_data_parallel(args, networks: list[str]) -> dict[str, dict]:
     """Launch torchrun workers (`--dp-worker`) for each process count; collect rank 0's figures."""
     cores = os.cpu_count() or 1
-    # (device, processes, threads each): one process on every core and on one core, then the cores split
-    plans = sorted(
-        {("cpu", 1, cores), ("cpu", 1, 1), *(("cpu", n, max(1, cores // n)) for n in args.processes)}
-    )
+    # (device, processes, threads each): one process on every core (and on one core), then the cores split
+    plans = {("cpu", 1, cores), *(("cpu", n, max(1, cores // n)) for n in args.processes)}
+    plans = sorted(plans if args.quick else {*plans, ("cpu", 1, 1)})
     if torch.cuda.is_available():
         plans += [("cuda", n, 1) for n in sorted({1, torch.cuda.device_count()})]
     results = {}
