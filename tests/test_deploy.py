@@ -130,6 +130,8 @@ def test_compose_configuration_comes_from_env_example(compose, env_example):
         assert len({env[key] for env in envs}) == 1, key
     assert "secret-postgres_password@postgres" in envs[0]["METAREC_WAREHOUSE_URL"]
     assert resolved["services"]["airflow-init"]["environment"]["METAREC_GPU_QUEUE"] == "gpu"
+    gpu_worker = resolved["services"]["airflow-worker-gpu"]["environment"]
+    assert str(gpu_worker["METAREC_TRAIN_NPROC"]) == env_example["GPU_COUNT"]  # one train process per GPU
     ignored = subprocess.run(["git", "check-ignore", "-q", "docker/.env"], cwd=REPO)
     assert ignored.returncode == 0, "docker/.env must be git-ignored"
 
