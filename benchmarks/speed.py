@@ -195,11 +195,11 @@ def bench_data_parallel(args, networks: list[str]) -> dict[str, dict]:
             env["OMP_NUM_THREADS"] = str(threads)
             subprocess.run(command, check=True, env=env, cwd=REPO)
             figures = json.loads(out.read_text())
-        for net, rate in figures.items():
+        for net, figure in figures.items():
             results.setdefault(f"{device}/{net}", {})[f"{nproc}x{threads}"] = {
                 "processes": nproc,
                 "threads_per_process": threads,
-                "tasks_per_s": rate,
+                **figure,
             }
     for runs in results.values():  # against the best single process: threads may lose on a busy machine
         single = max(run["tasks_per_s"] for run in runs.values() if run["processes"] == 1)
@@ -217,12 +217,12 @@ def dp_worker(args) -> None:
     for net in args.dp_networks:
         rates[net] = _dp_rate(params.meta, NETWORKS[net](params), args, device, world)
         if world.is_main:
-            log.info("data-parallel %s/%s, %d process(es): %.0f tasks/s", device, net, world.size, rates[net])
+            log.info("data-parallel %s/%s, %d process(es): %s", device, net, world.size, rates[net])
     if world.is_main:
         args.dp_output.write_text(json.dumps(rates))
 
 
-def _dp_rate(mp: MetaParams, dims: NetDims, args, device: torch.device, world: World) -> float:
+def _dp_rate(mp: MetaParams, dims: NetDims, args, device: torch.device, world: World) -> dict:
     torch.manual_seed(0)
     model = RatingNet(dims).to(device)
     algorithm = build_algorithm(mp, model)
@@ -238,7 +238,15 @@ def _dp_rate(mp: MetaParams, dims: NetDims, args, device: torch.device, world: W
             optimizer.step()
         world.barrier()  # the slowest rank sets the pace
 
-    return n_tasks / timed(epoch, device, args.repeats)
+    seconds = timed(epoch, device, args.repeats)
+    steps = -(-n_tasks // mp.meta_batch_size)
+    flat = torch.zeros(sum(p.numel() for p in optimizer.param_groups[0]["params"]), device=device)
+    allreduce = timed(lambda: [world.all_sum(flat) for _ in range(steps)], device, args.repeats) / steps
+    return {
+        "tasks_per_s": n_tasks / seconds,
+        "ms_per_meta_step": 1e3 * seconds / steps,
+        "ms_per_gradient_allreduce": 1e3 * allreduce if world.size > 1 else 0.0,
+    }
 
 
 NETWORKS: dict[str, Callable] = {
