@@ -125,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":  # METAREC_TRAIN_NPROC > 1: data-parallel under torchrun
         from metarec_tasks.distributed import relaunch_under_torchrun
 
-        code = relaunch_under_torchrun(sys.argv[1:] if argv is None else argv)
-        if code is not None:
-            return code
+        relaunch_under_torchrun(sys.argv[1:] if argv is None else argv)  # returns when not needed
     return run_stage(args.command, params, root)
 
 

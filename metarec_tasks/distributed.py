@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -132,13 +131,17 @@ def requested_processes() -> int:
     return int(value)
 
 
-def relaunch_under_torchrun(argv: list[str]) -> int | None:
-    """Run this `metarec` command again as N torchrun workers when `METAREC_TRAIN_NPROC` > 1 and we
-    are not one already; return torchrun's exit code, or None to go on in this process."""
+def relaunch_under_torchrun(argv: list[str]) -> None:
+    """Become N torchrun workers running this `metarec` command when `METAREC_TRAIN_NPROC` > 1 and
+    we are not one already; otherwise return and go on in this process.
+
+    `exec`, not a child process: a scheduler that stops the task signals torchrun itself, which stops
+    its workers, and sees torchrun's exit code.
+    """
     nproc = requested_processes()
     if nproc == 1 or TORCHRUN_ENV in os.environ:
-        return None
+        return
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     command += ["-m", "metarec_tasks.cli", *argv]
     log.info("re-launching under torchrun: %s", " ".join(command))
-    return subprocess.run(command, check=False).returncode
+    os.execv(sys.executable, command)

@@ -143,6 +143,14 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return {**bundle.model.state_dict(), **{f"alg.{k}": v for k, v in bundle.algorithm_state.items()}}
 
 
+def train_under_torchrun(root: Path) -> subprocess.CompletedProcess:
+    """`metarec train` with METAREC_TRAIN_NPROC=2: it re-launches itself under torchrun (gloo)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), NPROC_ENV: str(WORLD_SIZE)}
+    env.pop("TORCHELASTIC_RUN_ID", None)
+    command = [str(BIN / "metarec"), "--root", str(root), "train"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.slow
 def test_torchrun_training_matches_a_single_process(episodes_ws, tmp_path):
     # Meta-SGD: learned per-entry inner rates; 15 tasks a batch: 8 + 7 on the two ranks.
@@ -152,11 +160,7 @@ def test_torchrun_training_matches_a_single_process(episodes_ws, tmp_path):
         update_params_file(ws / "params.yaml", overrides)
     single = run_train(load_params(one / "params.yaml"), one)
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), NPROC_ENV: str(WORLD_SIZE)}
-    env.pop("TORCHELASTIC_RUN_ID", None)
-    done = subprocess.run(
-        [str(BIN / "metarec"), "--root", str(two), "train"], env=env, capture_output=True, text=True
-    )
+    done = train_under_torchrun(two)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "data-parallel meta-training: 2 processes, backend gloo" in done.stderr
     assert done.stderr.count("saved ") == 1  # rank 0 alone reports (and writes) the model
@@ -174,3 +178,13 @@ def test_torchrun_training_matches_a_single_process(episodes_ws, tmp_path):
     assert sorted(p.name for p in b.checkpoints.glob("*.pt")) == sorted(
         p.name for p in a.checkpoints.glob("*.pt")
     )
+
+
+@pytest.mark.slow
+def test_a_diverged_loss_stops_every_rank_and_writes_no_model(episodes_ws, tmp_path):
+    ws = shutil.copytree(episodes_ws, tmp_path / "ws")
+    update_params_file(ws / "params.yaml", {"meta.inner_lr": 1.0e8, "run.device": "cpu"})
+    done = train_under_torchrun(ws)  # no hang: the all-reduced loss is NaN on both ranks
+    assert done.returncode != 0
+    assert done.stderr.count("loss became nan at meta epoch 0") == WORLD_SIZE
+    assert not Workspace(ws).model_file.exists()
