@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+import torch.multiprocessing as torch_mp
 
 from metarec_tasks.cli import main
 from metarec_tasks.distributed import NPROC_ENV, SINGLE, World, init_distributed
@@ -94,7 +94,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory) -> list[list[dict]]:
     out = tmp_path_factory.mktemp("ranks")
-    mp.spawn(_rank_main, args=(free_port(), out), nprocs=WORLD_SIZE, join=True)
+    torch_mp.spawn(_rank_main, args=(free_port(), out), nprocs=WORLD_SIZE, join=True)
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
 
