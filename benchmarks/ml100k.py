@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from metarec_tasks.cli import parse_overrides
 from metarec_tasks.episodes import SUPPORT, TEST, TRAIN
 from metarec_tasks.evaluate import MODEL, per_user_scores, summarize
 from metarec_tasks.features import build_vocabulary
@@ -55,8 +56,12 @@ INNER_LR_GRID = (0.05, 0.1, 0.2)
 NON_META = ("global_mean", "item_mean_user_bias", "pretrained", "pretrained_finetuned")
 
 
-def benchmark_params(quick: bool, data: Path) -> Params:
-    overrides: dict[str, Any] = {"source.kind": "movielens", "source.movielens_dir": str(data)}
+def benchmark_params(quick: bool, data: Path, extra: dict[str, Any] | None = None) -> Params:
+    overrides: dict[str, Any] = {
+        "source.kind": "movielens",
+        "source.movielens_dir": str(data),
+        **(extra or {}),
+    }
     if quick:
         overrides |= {"meta.epochs": 2, "meta.pretrain_epochs": 1, "meta.patience": 1}
     return load_params(ROOT / "params.yaml", overrides)
@@ -140,7 +145,7 @@ def paired_test(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict[str, floa
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    params = benchmark_params(args.quick, args.data)
+    params = benchmark_params(args.quick, args.data, parse_overrides(args.overrides))
     ml = read_movielens(args.data)
     protocol = Protocol(folds=args.folds, seed=params.run.seed)
     ratings = eligible_ratings(ml.ratings, protocol)
@@ -229,6 +234,9 @@ def summarize_benchmark(
         "protocol": "RecBole-MetaRec ML-100K (13-100 ratings, 10 random query ratings), "
         f"{n_folds}-fold CV over users, validation users from training folds",
         "folds": n_folds,
+        "overrides": {
+            k: str(v) for k, v in params.model_dump(mode="json", by_alias=True)["finetune"].items()
+        },
         "seconds": round(seconds, 1),
         "inner_lr_chosen_on_validation": chosen,
         "results": rows,
@@ -305,6 +313,14 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--algorithms", nargs="*", help="default: every registered algorithm")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "ml100k.json")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a params.yaml value for this benchmark (e.g. finetune.inner_steps=3)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("metarec_tasks", "great_expectations"):

@@ -28,7 +28,7 @@ from metarec_tasks.errors import NonFiniteLossError
 from metarec_tasks.meta import build_algorithm
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.functional import predict_batch
-from metarec_tasks.meta.tasks import TaskBatch, build_task_batch, select
+from metarec_tasks.meta.tasks import TaskBatch, build_task_batch, select, subsample_support
 from metarec_tasks.model import NetDims, RatingNet
 from metarec_tasks.model_io import save_model
 from metarec_tasks.params import Params
@@ -186,6 +186,8 @@ def meta_train(
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), mp.meta_batch_size):
             batch = select(train, order[start : start + mp.meta_batch_size].to(device))
+            if mp.support_subsample:
+                batch = subsample_support(batch, generator)
             with autocast(device, mp.amp):
                 loss = algorithm.meta_loss(model, batch)
             check_finite(loss, f"meta epoch {epoch}")
