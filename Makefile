@@ -24,7 +24,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -r requirements.txt 2>&1 | sed "/is ignored: it is neither/d"
 	$(PIP) install --no-deps -e . 2>&1 | sed "/is ignored: it is neither/d"
-	$(BIN)/python -c "import airflow, dvc, great_expectations, torch, metarec_tasks"
+	$(BIN)/python -c "import airflow, dvc, great_expectations, torch, metarec_tasks" > $(VENV)/import-check.log 2>&1 \
+		|| { tail -20 $(VENV)/import-check.log; exit 1; }
 	touch $@
 
 venv: $(STAMP)

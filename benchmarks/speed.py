@@ -234,7 +234,7 @@ def _dp_rate(mp: MetaParams, dims: NetDims, args, device: torch.device, world: W
     def epoch() -> None:
         for start in range(0, n_tasks, mp.meta_batch_size):
             index = torch.arange(start, min(start + mp.meta_batch_size, n_tasks), device=device)
-            meta_gradients(model, optimizer, algorithm, tasks, index, world)
+            meta_gradients(model, optimizer, algorithm, select(tasks, index), world)  # as train does
             optimizer.step()
         world.barrier()  # the slowest rank sets the pace
 

@@ -120,6 +120,7 @@ class MetaParams(_Strict):
     patience: int = Field(ge=1)
     pretrain_epochs: int = Field(ge=0)
     pretrain_batch_size: int = Field(ge=1)
+    support_subsample: bool = False
     first_order_epochs: int = Field(0, ge=0)  # MAML++ derivative-order annealing
     multi_step_loss_epochs: int = Field(0, ge=0)  # MAML++ multi-step loss annealing
     amp: bool = False  # bfloat16 autocast on CUDA; ignored on CPU

@@ -32,7 +32,7 @@ from metarec_tasks.errors import NonFiniteLossError
 from metarec_tasks.meta import build_algorithm
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.functional import predict_batch
-from metarec_tasks.meta.tasks import TaskBatch, build_task_batch, select
+from metarec_tasks.meta.tasks import TaskBatch, build_task_batch, select, subsample_support
 from metarec_tasks.model import NetDims, RatingNet
 from metarec_tasks.model_io import save_model
 from metarec_tasks.params import Params
@@ -199,11 +199,13 @@ def meta_train(
         started, total = time.perf_counter(), 0.0
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), mp.meta_batch_size):
-            index = order[start : start + mp.meta_batch_size].to(device)
-            loss = meta_gradients(model, optimizer, algorithm, train, index, world, autocast(device, mp.amp))
+            batch = select(train, order[start : start + mp.meta_batch_size].to(device))
+            if mp.support_subsample:
+                batch = subsample_support(batch, generator)
+            loss = meta_gradients(model, optimizer, algorithm, batch, world, autocast(device, mp.amp))
             check_finite(loss, f"meta epoch {epoch}")
             optimizer.step()
-            total += loss.item() * len(index)
+            total += loss.item() * len(batch)
         val_mae = adapted_mae(model, algorithm, val, mp.inner_steps, world)
         if math.isnan(val_mae) and len(val):
             raise NonFiniteLossError(
@@ -239,21 +241,24 @@ def meta_gradients(
     model: RatingNet,
     optimizer: torch.optim.Optimizer,
     algorithm: MetaAlgorithm,
-    tasks: TaskBatch,
-    index: torch.Tensor,
+    batch: TaskBatch,
     world: World = SINGLE,
     precision: AbstractContextManager | None = None,
 ) -> torch.Tensor:
-    """Leave in `.grad` the meta-gradient of the mean meta-loss over the tasks `index` names; return
-    that loss. Under torchrun each rank differentiates its shard and the gradients are all-reduced."""
-    batch = select(tasks, world.shard(index))
+    """Leave in `.grad` the meta-gradient of the mean meta-loss over the meta-batch; return that loss.
+
+    Under torchrun each rank differentiates its shard of the batch (every rank built the same batch,
+    support subsampling included, from the shared generator) and the gradients are all-reduced."""
+    tasks = len(batch)
+    if world.size > 1:
+        batch = select(batch, world.shard(torch.arange(tasks, device=batch.user_rows.device)))
     optimizer.zero_grad()
-    loss = torch.zeros((), device=index.device)
+    loss = torch.zeros((), device=batch.user_rows.device)
     if len(batch):  # a meta-batch smaller than the world leaves some ranks without a task
         with precision or nullcontext():
             loss = algorithm.meta_loss(model, batch)
         loss.backward()
-    return world.average_gradients(optimizer, loss, len(batch), len(index))
+    return world.average_gradients(optimizer, loss, len(batch), tasks)
 
 
 def adapted_mae(

@@ -23,6 +23,7 @@ import torch.multiprocessing as torch_mp
 from metarec_tasks.cli import main
 from metarec_tasks.distributed import NPROC_ENV, SINGLE, World, init_distributed
 from metarec_tasks.meta import ALGORITHMS, build_algorithm
+from metarec_tasks.meta.tasks import select
 from metarec_tasks.model_io import load_bundle
 from metarec_tasks.params import MetaParams, load_params, update_params_file
 from metarec_tasks.paths import Workspace
@@ -64,7 +65,7 @@ def one_step(world: World, name: str, n_tasks: int, epoch: int) -> dict:
     optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()])
     tasks = random_batch(n_tasks=9, seed=3)
     index = torch.randperm(9, generator=torch.Generator().manual_seed(5))[:n_tasks]
-    loss = meta_gradients(model, optimizer, algorithm, tasks, index, world)
+    loss = meta_gradients(model, optimizer, algorithm, select(tasks, index), world)
     named = {**dict(model.named_parameters()), **{f"alg.{k}": v for k, v in algorithm.named_parameters()}}
     grads = {k: None if v.grad is None else v.grad.detach().clone() for k, v in named.items()}
     return {"loss": loss.detach(), "grads": grads, "val_mae": adapted_mae(model, algorithm, tasks, 2, world)}
@@ -153,8 +154,14 @@ def train_under_torchrun(root: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_torchrun_training_matches_a_single_process(episodes_ws, tmp_path):
-    # Meta-SGD: learned per-entry inner rates; 15 tasks a batch: 8 + 7 on the two ranks.
-    overrides = {"meta.algorithm": "metasgd", "meta.meta_batch_size": 15, "run.device": "cpu"}
+    # Meta-SGD: learned per-entry inner rates; 15 tasks a batch: 8 + 7 on the two ranks; support
+    # subsampling draws from the shared generator, before the batch is sharded.
+    overrides = {
+        "meta.algorithm": "metasgd",
+        "meta.meta_batch_size": 15,
+        "meta.support_subsample": True,
+        "run.device": "cpu",
+    }
     one, two = (shutil.copytree(episodes_ws, tmp_path / name) for name in ("one", "two"))
     for ws in (one, two):
         update_params_file(ws / "params.yaml", overrides)

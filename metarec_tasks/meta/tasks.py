@@ -7,7 +7,7 @@ Features are gathered once per batch into [tasks, rows, ...] tensors so the inne
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -184,3 +184,19 @@ def select(batch: TaskBatch, index: torch.Tensor) -> TaskBatch:
 
     ids = [batch.user_ids[i] for i in index.tolist()]
     return TaskBatch(ids, batch.user_rows[index], pick(batch.support), pick(batch.query))
+
+
+def subsample_support(batch: TaskBatch, generator: torch.Generator) -> TaskBatch:
+    """Keep a random 1..n of each task's n support rows (uniform size, random rows).
+
+    Training tasks have long support sets, but the users the model exists for arrive with one to a
+    handful of interactions; meta-training on every support size teaches an initialization (and
+    learned step sizes) that adapt without overshooting from a single rating.
+    """
+    mask = batch.support.mask
+    n = mask.sum(dim=1).cpu()
+    keep_n = torch.minimum((torch.rand(n.shape, generator=generator) * n).long() + 1, n)
+    scores = torch.rand(mask.shape, generator=generator).masked_fill(~mask.cpu(), 2.0)
+    rank = scores.argsort(dim=1).argsort(dim=1)
+    keep = (rank < keep_n[:, None]).to(mask.device) & mask
+    return replace(batch, support=replace(batch.support, mask=keep))

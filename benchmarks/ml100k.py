@@ -1,0 +1,342 @@
+"""ML-100K cold-start benchmark → reports/ml100k.json and reports/ml100k.md.
+
+Protocol (metarec_tasks/protocol.py): RecBole-MetaRec's user filter (13–100 ratings) and query set
+(10 random ratings; the rest is the support set), with 5-fold cross-validation over users so that every
+eligible user is a test user exactly once, and validation users carved out of each fold's training
+users. Every algorithm and every non-meta baseline is trained and scored on the same folds with the
+same stage code the nightly pipeline runs (`train.run_train`, `finetune.predict_holdout`), through a
+throwaway workspace per fold and algorithm. Hyperparameters (the inner learning rate) are chosen on
+validation users of the first fold only — never on test users.
+
+Usage: python benchmarks/ml100k.py [--quick] [--data ../shared/data/ml-100k]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from scipy import stats
+
+from metarec_tasks.cli import parse_overrides
+from metarec_tasks.episodes import SUPPORT, TEST, TRAIN
+from metarec_tasks.evaluate import MODEL, per_user_scores, summarize
+from metarec_tasks.features import build_vocabulary
+from metarec_tasks.finetune import load_adapting_model, predict_holdout
+from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.logs.movielens import read_movielens
+from metarec_tasks.meta import ALGORITHMS
+from metarec_tasks.meta.baselines import BASELINES
+from metarec_tasks.model_io import load_bundle
+from metarec_tasks.params import Params, load_params
+from metarec_tasks.paths import Workspace
+from metarec_tasks.protocol import (
+    Protocol,
+    assign_roles,
+    eligible_ratings,
+    fold_tasks,
+    truncate_support,
+    user_folds,
+)
+from metarec_tasks.runtime import pick_device
+from metarec_tasks.train import run_train
+
+log = logging.getLogger("benchmarks.ml100k")
+ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED = {"MeLU": 0.5331, "MAMO": 0.5929, "TaNP": 0.5994}  # RecBole-MetaRec, ML-100K, nDCG@5 (binary)
+TARGETS = {"bin_ndcg@5": 0.65, "mae": 0.75}
+SUPPORT_SIZES = (1, 3, 5, 10, 20)
+INNER_LR_GRID = (0.05, 0.1, 0.2)
+NON_META = ("global_mean", "item_mean_user_bias", "pretrained", "pretrained_finetuned")
+
+
+def benchmark_params(quick: bool, data: Path, extra: dict[str, Any] | None = None) -> Params:
+    overrides: dict[str, Any] = {
+        "source.kind": "movielens",
+        "source.movielens_dir": str(data),
+        **(extra or {}),
+    }
+    if quick:
+        overrides |= {"meta.epochs": 2, "meta.pretrain_epochs": 1, "meta.patience": 1}
+    return load_params(ROOT / "params.yaml", overrides)
+
+
+def write_fold(
+    ws: Workspace, params: Params, tasks: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame
+) -> None:
+    """The episodes stage's outputs for one fold, so `run_train` reads them like a nightly run."""
+    train_items = tasks.loc[tasks["split"] == TRAIN, ITEM_KEY].unique().tolist()
+    vocab = build_vocabulary(params.active_features, users, items, train_items)
+    for folder in (ws.episodes, ws.validated):
+        folder.mkdir(parents=True, exist_ok=True)
+    tasks.to_parquet(ws.episodes / "tasks.parquet", index=False)
+    (ws.episodes / "vocab.json").write_text(json.dumps(vocab.to_json()))
+    mean = float(tasks.loc[tasks["split"] == TRAIN, "value"].mean())
+    (ws.episodes / "stats.json").write_text(json.dumps({"global_mean": mean}))
+    users.to_parquet(ws.validated / "users.parquet", index=False)
+    items.to_parquet(ws.validated / "items.parquet", index=False)
+
+
+def score_fold(ws: Workspace, params: Params, tasks: pd.DataFrame) -> pd.DataFrame:
+    """Holdout predictions of the trained meta-model, the transfer baselines and the simple ones."""
+    from metarec_tasks.dataset import load_episode_data
+
+    device = pick_device(params.run.device)
+    data = load_episode_data(ws)
+    model, algorithm = load_adapting_model(ws.model_file, params, device)
+    pretrained, transfer = load_adapting_model(ws.pretrained_model_file, params, device, algorithm="fomaml")
+    test = tasks[tasks["split"] == TEST]
+    holdout = predict_holdout(model, algorithm, test, data.catalog, params, device)
+    tuned = predict_holdout(pretrained, transfer, test, data.catalog, params, device)
+    holdout["pred_pretrained"] = tuned["pred_model_no_adaptation"].to_numpy()
+    holdout["pred_pretrained_finetuned"] = tuned["pred_model"].to_numpy()
+    support = test[test["role"] == SUPPORT]
+    for name, baseline in BASELINES.items():
+        holdout[f"pred_{name}"] = baseline(tasks[tasks["split"] == TRAIN], support, holdout, params.evaluate)
+    return holdout
+
+
+def cold_start_curve(ws: Workspace, params: Params, tasks: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Holdout predictions with each test user's support cut to 1, 3, 5, 10, 20 ratings."""
+    test_users = set(tasks.loc[tasks["split"] == TEST, USER_KEY])
+    sizes = tasks[(tasks["role"] == SUPPORT) & tasks[USER_KEY].isin(test_users)].groupby(USER_KEY).size()
+    frames = []
+    for n in SUPPORT_SIZES:
+        users = set(sizes[sizes >= n].index)
+        cut = truncate_support(tasks[~tasks[USER_KEY].isin(test_users - users)], users, n, seed)
+        frames.append(score_fold(ws, params, cut).assign(support_n=n))
+    return pd.concat(frames, ignore_index=True)
+
+
+def choose_inner_lr(algorithm: str, params: Params, root: Path) -> float:
+    """The inner learning rate with the best validation MAE on the first fold (validation users only)."""
+    best = (float("inf"), INNER_LR_GRID[0])
+    for lr in INNER_LR_GRID:
+        trial = params.model_copy(
+            update={"meta": params.meta.model_copy(update={"algorithm": algorithm, "inner_lr": lr})}
+        )
+        ws = Workspace(root)
+        run_train(trial, root)
+        val_mae = load_bundle(ws.model_file).metadata["best_val_mae"]
+        log.info("%s inner_lr=%s: validation MAE %.4f", algorithm, lr, val_mae)
+        best = min(best, (val_mae, lr))
+    return best[1]
+
+
+def paired_test(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict[str, float]:
+    """Paired t-test and Wilcoxon signed-rank test over users (a − b)."""
+    joined = a[[USER_KEY, metric]].merge(b[[USER_KEY, metric]], on=USER_KEY, suffixes=("_a", "_b"))
+    diff = joined[f"{metric}_a"] - joined[f"{metric}_b"]
+    t = stats.ttest_rel(joined[f"{metric}_a"], joined[f"{metric}_b"])
+    w = stats.wilcoxon(diff) if (diff != 0).any() else None
+    return {
+        "mean_difference": float(diff.mean()),
+        "users": len(diff),
+        "t_pvalue": float(t.pvalue),
+        "wilcoxon_pvalue": float(w.pvalue) if w else 1.0,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    params = benchmark_params(args.quick, args.data, parse_overrides(args.overrides))
+    ml = read_movielens(args.data)
+    protocol = Protocol(folds=args.folds, seed=params.run.seed)
+    ratings = eligible_ratings(ml.ratings, protocol)
+    tasks = assign_roles(ratings, protocol).assign(user_new=True, item_new=False)
+    folds = user_folds(sorted(tasks[USER_KEY].unique()), protocol)
+    n_folds = 1 if args.quick else protocol.folds
+    algorithms = args.algorithms or sorted(ALGORITHMS)
+    log.info(
+        "%d eligible users, %d ratings, %d folds, algorithms %s",
+        tasks[USER_KEY].nunique(),
+        len(tasks),
+        n_folds,
+        algorithms,
+    )
+
+    holdouts: dict[str, list[pd.DataFrame]] = {a: [] for a in algorithms}
+    curves: dict[str, list[pd.DataFrame]] = {a: [] for a in algorithms}
+    chosen: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="ml100k-") as tmp:
+        for fold in range(n_folds):
+            split = fold_tasks(tasks, folds, fold, protocol)
+            train_items = set(split.loc[split["split"] == TRAIN, ITEM_KEY])
+            split = split.assign(item_new=~split[ITEM_KEY].isin(train_items))
+            for algorithm in algorithms:
+                root = Path(tmp) / f"fold{fold}-{algorithm}"
+                ws = Workspace(root)
+                write_fold(ws, params, split, ml.users, ml.items)
+                if algorithm not in chosen:
+                    chosen[algorithm] = (
+                        params.meta.inner_lr if args.quick else choose_inner_lr(algorithm, params, root)
+                    )
+                tuned = params.model_copy(
+                    update={
+                        "meta": params.meta.model_copy(
+                            update={"algorithm": algorithm, "inner_lr": chosen[algorithm]}
+                        )
+                    }
+                )
+                run_train(tuned, root)
+                holdouts[algorithm].append(score_fold(ws, tuned, split).assign(fold=fold))
+                curves[algorithm].append(
+                    cold_start_curve(ws, tuned, split, params.run.seed).assign(fold=fold)
+                )
+                log.info("fold %d %s done (%.0f s so far)", fold, algorithm, time.perf_counter() - started)
+    return summarize_benchmark(params, holdouts, curves, chosen, n_folds, time.perf_counter() - started)
+
+
+def summarize_benchmark(
+    params: Params,
+    holdouts: dict[str, list[pd.DataFrame]],
+    curves: dict[str, list[pd.DataFrame]],
+    chosen: dict[str, float],
+    n_folds: int,
+    seconds: float,
+) -> dict[str, Any]:
+    ep = params.evaluate
+    per_user: dict[str, pd.DataFrame] = {}
+    for algorithm, frames in holdouts.items():
+        holdout = pd.concat(frames, ignore_index=True)
+        per_user[algorithm] = per_user_scores(holdout, "pred_model", ep)
+        if not any(name in per_user for name in NON_META):  # baselines: identical for every algorithm
+            for name in NON_META:
+                per_user[name] = per_user_scores(holdout, f"pred_{name}", ep)
+    rows = {name: summarize(scores) for name, scores in per_user.items()}
+    best_meta = max(holdouts, key=lambda a: rows[a]["bin_ndcg@5"])
+    tests = {}
+    for metric in ("bin_ndcg@5", "mae"):
+        lower = metric == "mae"
+        best_base = (min if lower else max)(NON_META, key=lambda b: rows[b][metric])
+        tests[metric] = {
+            "model": best_meta,
+            "baseline": best_base,
+            **paired_test(per_user[best_meta], per_user[best_base], metric),
+        }
+    curve = {}
+    for algorithm in (best_meta,):
+        frame = pd.concat(curves[algorithm], ignore_index=True)
+        for n, part in frame.groupby("support_n"):
+            curve[int(n)] = {
+                name: summarize(per_user_scores(part, column, ep))
+                for name, column in [(MODEL, "pred_model")]
+                + [(b, f"pred_{b}") for b in ("item_mean_user_bias", "pretrained_finetuned")]
+            }
+    best = rows[best_meta]
+    return {
+        "protocol": "RecBole-MetaRec ML-100K (13-100 ratings, 10 random query ratings), "
+        f"{n_folds}-fold CV over users, validation users from training folds",
+        "folds": n_folds,
+        "overrides": {
+            k: str(v) for k, v in params.model_dump(mode="json", by_alias=True)["finetune"].items()
+        },
+        "seconds": round(seconds, 1),
+        "inner_lr_chosen_on_validation": chosen,
+        "results": rows,
+        "best_meta_model": best_meta,
+        "paired_tests_vs_best_baseline": tests,
+        "cold_start_curve": {"model": best_meta, "by_support_size": curve},
+        "published_ndcg5_binary": PUBLISHED,
+        "targets": {
+            "bin_ndcg@5 >= 0.65": best["bin_ndcg@5"] >= TARGETS["bin_ndcg@5"],
+            "mae <= 0.75": best["mae"] <= TARGETS["mae"],
+            "beats best baseline (p<0.05) on both": all(
+                t["t_pvalue"] < 0.05
+                and (t["mean_difference"] < 0 if m == "mae" else t["mean_difference"] > 0)
+                for m, t in tests.items()
+            ),
+        },
+    }
+
+
+def write_markdown(result: dict[str, Any], path: Path) -> None:
+    metrics = ("bin_ndcg@5", "ndcg@5", "mae", "rmse", "precision@5", "mrr@5")
+    lines = [
+        f"# ML-100K cold-start benchmark ({result['folds']} folds, {result['seconds']:.0f} s)",
+        "",
+        result["protocol"] + ".",
+        "",
+        "| model | users | " + " | ".join(metrics) + " |",
+        "|---|---:|" + "---:|" * len(metrics),
+    ]
+    for name, row in sorted(result["results"].items(), key=lambda kv: -kv[1]["bin_ndcg@5"]):
+        cells = [f"{row[m]:.4f} ± {row[m + '_ci95']:.4f}" for m in metrics]
+        lines.append(f"| {name} | {row['users']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Published on this protocol (single 8:1:1 split): "
+        + ", ".join(f"{k} {v}" for k, v in result["published_ndcg5_binary"].items())
+        + ".",
+        "",
+        "## Paired tests over users (best meta-learned model vs best non-meta baseline)",
+        "",
+    ]
+    for metric, t in result["paired_tests_vs_best_baseline"].items():
+        lines.append(
+            f"- {metric}: {t['model']} − {t['baseline']} = {t['mean_difference']:+.4f} over "
+            f"{t['users']} users (t-test p = {t['t_pvalue']:.3g}, Wilcoxon p = {t['wilcoxon_pvalue']:.3g})"
+        )
+    lines += [
+        "",
+        f"## Cold-start curve ({result['cold_start_curve']['model']}, bin_ndcg@5 / MAE)",
+        "",
+        "| support ratings | users | model | item_mean_user_bias | pretrained_finetuned |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for n, row in result["cold_start_curve"]["by_support_size"].items():
+        cells = [
+            f"{row[p]['bin_ndcg@5']:.4f} / {row[p]['mae']:.4f}"
+            for p in (MODEL, "item_mean_user_bias", "pretrained_finetuned")
+        ]
+        lines.append(f"| {n} | {row[MODEL]['users']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Targets: " + ", ".join(f"{k}: {'met' if v else 'missed'}" for k, v in result["targets"].items()),
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ml-100k")
+    parser.add_argument(
+        "--quick", action="store_true", help="one fold, few epochs, no tuning (CI smoke test)"
+    )
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--algorithms", nargs="*", help="default: every registered algorithm")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "ml100k.json")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a params.yaml value for this benchmark (e.g. finetune.inner_steps=3)",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("metarec_tasks", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    result = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    write_markdown(result, args.out.with_suffix(".md"))
+    log.info(
+        "wrote %s: best %s bin_ndcg@5 %.4f, MAE %.4f",
+        args.out,
+        result["best_meta_model"],
+        result["results"][result["best_meta_model"]]["bin_ndcg@5"],
+        result["results"][result["best_meta_model"]]["mae"],
+    )
+
+
+if __name__ == "__main__":
+    main()
