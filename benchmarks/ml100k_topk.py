@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from scipy import stats
 
 from metarec_tasks.episodes import QUERY, SUPPORT, TEST, VALIDATION
@@ -214,6 +215,7 @@ def main() -> None:
     parser.add_argument("--algorithms", nargs="+", default=["metasgd", "maml", "fomaml", "mamlpp", "reptile"])
     parser.add_argument("--buckets", nargs="+", type=int, default=list(SUPPORT_BUCKETS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], help="params overrides, e.g. ranking.dim=64")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "ml100k_topk.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -222,6 +224,9 @@ def main() -> None:
     if args.quick:
         overrides |= {"ranking.epochs": 2, "ranking.pretrain_epochs": 1}
         args.algorithms = args.algorithms[:2]
+    for item in args.set:
+        key, value = item.split("=", 1)
+        overrides[key] = yaml.safe_load(value)
     params = load_params(REPO / "params.yaml", overrides)
     ml, ratings = load(args.data)
     protocol = Protocol(seed=args.seed)

@@ -123,12 +123,18 @@ def ranking_batch(
     support: tuple[list[np.ndarray], list[np.ndarray]],
     query: tuple[list[np.ndarray], list[np.ndarray]],
     rng: np.random.Generator,
+    shared_negatives: bool = False,
 ) -> TaskBatch:
+    """Support and query sets of `users`; `shared_negatives` gives every task the same negatives (serving:
+    a user's adapted vector then never depends on which other users share the chunk)."""
     known = [set(s.tolist()) | set(q.tolist()) for s, q in zip(support[0], query[0], strict=True)]
-    sets = [
-        ranking_set(catalog, items, user_rows, pos, w, sampler.draw(len(users), n_neg, rng), known)
-        for pos, w in (support, query)
-    ]
+
+    def negatives() -> np.ndarray:
+        if shared_negatives:
+            return np.broadcast_to(sampler.draw(1, n_neg, rng), (len(users), n_neg))
+        return sampler.draw(len(users), n_neg, rng)
+
+    sets = [ranking_set(catalog, items, user_rows, pos, w, negatives(), known) for pos, w in (support, query)]
     return TaskBatch(list(users), torch.as_tensor(user_rows), sets[0], sets[1])
 
 

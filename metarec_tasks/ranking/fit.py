@@ -32,6 +32,7 @@ from metarec_tasks.ranking.model import RankDims, RankNet
 from metarec_tasks.ranking.scoring import exclusion_mask, score_items, top_k
 
 log = logging.getLogger(__name__)
+SERVING_NEGATIVES_SEED = 0  # adaptation for scoring draws its negatives from this fixed seed
 
 
 @dataclass
@@ -45,7 +46,7 @@ class RankContext:
     rng: np.random.Generator
     unavailable: np.ndarray  # [n_items] bool
 
-    def batch(self, users: UserItems, support, query) -> TaskBatch:
+    def batch(self, users: UserItems, support, query, rng: np.random.Generator | None = None) -> TaskBatch:
         return ranking_batch(
             self.catalog,
             self.items,
@@ -55,13 +56,16 @@ class RankContext:
             users.user_rows,
             support,
             query,
-            self.rng,
+            rng or self.rng,
+            shared_negatives=rng is not None,
         )
 
     def support_batch(self, support: UserItems) -> TaskBatch:
-        """Tasks whose support is given (evaluation, serving); the query set is a dummy copy."""
+        """Tasks whose support is given (evaluation, serving); the query set is a dummy copy.
+
+        Adaptation must be reproducible: every user adapts against the same fixed negatives."""
         sets = (support.items, support.weights)
-        return self.batch(support, sets, sets)
+        return self.batch(support, sets, sets, np.random.default_rng(SERVING_NEGATIVES_SEED))
 
 
 @dataclass
