@@ -59,6 +59,8 @@ class SyntheticParams(_Strict):
     taste_temperature: float = Field(ge=0)
     rating_noise: float = Field(ge=0)
     bad_row_share: float = Field(ge=0, lt=1)
+    implicit_per_rating: float = Field(1.0, ge=0)  # mean implicit events (view/click/purchase) per rating
+    unavailable_share: float = Field(0.03, ge=0, lt=1)  # items whose side-table `available` is false
 
 
 FeatureKind = Literal["categorical", "multi_hot"]
