@@ -184,6 +184,8 @@ class EvaluateParams(_Strict):
     relevance_threshold: float = 4.0
     shrinkage: float = Field(ge=0)
     gate_baselines: list[str]
+    # top-K baselines (holdout_topk.parquet) the published model must beat on catalog_recall@catalog_k
+    catalog_gate_baselines: list[str] = Field(default_factory=list)
 
     @field_validator("primary_metric")
     @classmethod

@@ -208,3 +208,17 @@ def test_baselines_rank_what_they_should():
     assert np.argmax(np.where(user_b[0] > 0, -np.inf, knn)) == 3
     mf = bl.FoldInMF(train, dim=2, reg=0.1).scores(user_b)[0]
     assert mf[3] > mf[0] and mf[3] > mf[1]
+
+
+def test_catalog_gate_requires_beating_every_topk_baseline():
+    from metarec_tasks.evaluate import catalog_gate
+    from metarec_tasks.params import EvaluateParams
+
+    ep = EvaluateParams(shrinkage=5.0, gate_baselines=["global_mean"], catalog_gate_baselines=["popularity"])
+    decision = {"passed": True, "reason": "rating gate ok"}
+    results = {"model": {"catalog_recall@20": 0.3}, "popularity": {"catalog_recall@20": 0.25}}
+    assert catalog_gate(decision, results, ep)["passed"]
+    results["popularity"]["catalog_recall@20"] = 0.31
+    assert not catalog_gate(decision, results, ep)["passed"]
+    del results["popularity"]  # a missing top-K baseline fails the gate, never passes it silently
+    assert not catalog_gate(decision, results, ep)["passed"]
