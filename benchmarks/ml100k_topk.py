@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -244,16 +245,25 @@ def main() -> None:
         fold_rows, info = run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args)
         rows += fold_rows
         fold_info.append(info)
-    frame = pd.DataFrame(rows)
+        # written after every fold, so a long run that is cut short still leaves its completed folds
+        report = build_report(pd.DataFrame(rows), fold_info, protocol, params, args, started)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, default=float))
+        args.out.with_suffix(".md").write_text(markdown(report))
+    log.info("wrote %s and %s", args.out, args.out.with_suffix(".md"))
+    log.info("\n%s", markdown(report))
+
+
+def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, args, started: float) -> dict:
     val_means = {
         n: float(np.mean([f["val_recall"][n] for f in fold_info])) for n in fold_info[0]["val_recall"]
     }
     best = max(val_means, key=val_means.get)
-    report = {
-        "command": "python benchmarks/ml100k_topk.py" + (" --quick" if args.quick else ""),
+    return {
+        "command": "python " + " ".join(sys.argv),
         "protocol": {**protocol.__dict__, "k": K, "relevance_threshold": params.evaluate.relevance_threshold},
         "ranking_params": params.ranking.model_dump(mode="json"),
-        "folds_run": n_folds,
+        "folds_run": len(fold_info),
         "seconds": time.perf_counter() - started,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -263,11 +273,6 @@ def main() -> None:
         "folds": fold_info,
         **summarize(frame, best),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=float))
-    args.out.with_suffix(".md").write_text(markdown(report))
-    log.info("wrote %s and %s", args.out, args.out.with_suffix(".md"))
-    log.info("\n%s", markdown(report))
 
 
 if __name__ == "__main__":
