@@ -222,3 +222,36 @@ def test_catalog_gate_requires_beating_every_topk_baseline():
     assert not catalog_gate(decision, results, ep)["passed"]
     del results["popularity"]  # a missing top-K baseline fails the gate, never passes it silently
     assert not catalog_gate(decision, results, ep)["passed"]
+
+
+def test_rating_term_of_objective_both_is_the_adapted_rating_minus_the_mean():
+    from metarec_tasks.meta import build_algorithm
+    from metarec_tasks.params import load_params
+    from metarec_tasks.ranking.stage import rating_term
+    from tests.helpers import REPO
+    from tests.meta_fixtures import DIMS as RATING_DIMS
+    from tests.meta_fixtures import tiny_model
+
+    params = load_params(REPO / "params.yaml")
+    model = tiny_model(torch.float32)
+    algorithm = build_algorithm(META, model)
+    n = RATING_DIMS.n_item_ids
+    catalog = Catalog(
+        users={"user_cat": torch.zeros((2, 2), dtype=torch.long)},
+        items={
+            "item_cat": torch.zeros((n, 1), dtype=torch.long),
+            "item_multi.tags": torch.zeros((n, 6)),
+            "item_id": torch.arange(n),
+        },
+        user_ids=["a", "b"],
+        item_ids=[f"i{i}" for i in range(n)],
+    )
+    ratings = pd.DataFrame(
+        {"user_id": ["a", "a"], "item_id": ["i1", "i2"], "value": [5.0, 4.0], "timestamp": [1, 2]}
+    )
+    term = rating_term(model, algorithm, ratings, catalog, 3.5, params)
+    out = term(["b", "a"], np.array(["i3", "unknown-item", "i1"], dtype=object))
+    assert out.shape == (2, 3)
+    assert torch.all(out[0] == 0)  # b has no ratings: no rating term
+    assert out[1, 1] == 0  # an item the rating network does not know
+    assert out[1, 0] != 0 and out[1, 2] != 0

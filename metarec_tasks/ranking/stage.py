@@ -245,9 +245,9 @@ def rating_term(model, algorithm, ratings: pd.DataFrame, catalog, global_mean: f
             user = {n: v[:, 0] for n, v in batch.support.user.items()}
             predicted = score_catalog(model, adapted, shared, user, catalog.items).float() - global_mean
         cols = np.asarray([lookup.get(str(i), -1) for i in rank_item_ids])
-        rows = [users.index(u) for u in mine]
-        known = cols >= 0
-        out[np.ix_(rows, np.nonzero(known)[0])] = predicted[:, cols[known]]
+        rows = torch.as_tensor([users.index(u) for u in mine])
+        known = np.nonzero(cols >= 0)[0]
+        out[rows[:, None], torch.as_tensor(known)[None, :]] = predicted[:, torch.as_tensor(cols[known])]
         return out
 
     return scores
