@@ -156,7 +156,7 @@ class RankingParams(_Strict):
     meta_lr: float = Field(0.01, gt=0)
     meta_batch_size: int = Field(64, ge=1)
     epochs: int = Field(20, ge=1)
-    patience: int = Field(4, ge=1)
+    patience: int = Field(6, ge=1)
     pretrain_epochs: int = Field(2, ge=0)  # non-meta warm-up (also the pretrain + fine-tune baseline)
     max_support: int = Field(30, ge=1)  # support interactions of a meta-training episode, at most
     max_query: int = Field(20, ge=1)  # query positives of a meta-training episode, at most

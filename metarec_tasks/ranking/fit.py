@@ -148,8 +148,8 @@ def meta_fit(
     result = FitResult()
     best_model = {n: v.detach().clone() for n, v in model.state_dict().items()}
     best_alg = {n: v.detach().clone() for n, v in algorithm.state_dict().items()}
-    if val.support.users:
-        result.best_val_recall = catalog_recall(model, algorithm, rp.inner_steps, ctx, val, k)
+    # The warm-up itself is never "best": the first meta epoch is the starting point, so a noisy dip of
+    # validation recall in the first epochs cannot leave an un-meta-trained model behind.
     stale = 0
     for epoch in tqdm(
         range(rp.epochs), desc=f"rank meta-train ({algorithm.name})", unit="epoch", disable=None
