@@ -128,6 +128,28 @@ def gate(results: dict[str, dict[str, float]], ep: EvaluateParams) -> dict[str, 
     }
 
 
+def catalog_gate(decision: dict[str, Any], results: dict[str, dict[str, float]], ep: EvaluateParams):
+    """The published top-K must also beat `evaluate.catalog_gate_baselines` on full-catalog recall."""
+    metric = f"catalog_recall@{ep.catalog_k}"
+    if not ep.catalog_gate_baselines:
+        return decision
+    rivals = {b: results.get(b, {}).get(metric, float("nan")) for b in ep.catalog_gate_baselines}
+    model_value = results.get(MODEL, {}).get(metric, float("nan"))
+    beaten = [b for b, v in rivals.items() if np.isfinite(v) and model_value > v]
+    passed = len(beaten) == len(rivals) and np.isfinite(model_value)
+    note = (
+        f"; top-K {metric} {model_value:.4f} "
+        + ("beats " if passed else "does not beat all of ")
+        + str({b: round(v, 4) for b, v in rivals.items()})
+    )
+    return {
+        **decision,
+        "passed": bool(decision["passed"] and passed),
+        "catalog": {"metric": metric, "model": model_value, "baselines": rivals, "passed": bool(passed)},
+        "reason": decision["reason"] + note,
+    }
+
+
 def run_evaluate(params: Params, root: Path) -> dict[str, Any]:
     ws = Workspace(root)
     ep = params.evaluate
@@ -150,7 +172,7 @@ def run_evaluate(params: Params, root: Path) -> dict[str, Any]:
 
     scenarios = _breakdown(holdout, scenario_of(holdout), ep)
     curve = _breakdown(holdout, support_bucket(holdout["support_size"]), ep)
-    decision = gate(results, ep)
+    decision = catalog_gate(gate(results, ep), results, ep)
     report = {
         "primary_metric": ep.primary_metric,
         "predictors": results,

@@ -32,6 +32,7 @@ from metarec_tasks.model import RatingNet
 from metarec_tasks.model_io import load_bundle
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
+from metarec_tasks.ranking import stage as rank_stage
 from metarec_tasks.runtime import autocast, pick_device, to_device
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,19 @@ def run_finetune(params: Params, root: Path) -> dict[str, int]:
     test_support = data.split(TEST)[lambda t: t["role"] == SUPPORT]
     for name, baseline in BASELINES.items():
         holdout[f"pred_{name}"] = baseline(data.split(TRAIN), test_support, holdout, params.evaluate)
-    recommendations = recommend(model, algorithm, ratings, data.catalog, params, device)
+    if params.ranking.objective == "rating":
+        recommendations = recommend(model, algorithm, ratings, data.catalog, params, device)
+    else:  # the published top-K comes from the ranking model (metarec_tasks/ranking/stage.py)
+        term = None
+        if params.ranking.objective == "both":
+            term = rank_stage.rating_term(model, algorithm, ratings, data.catalog, data.global_mean, params)
+        recommendations = rank_stage.recommend_ranked(params, root, term)
+    topk = rank_stage.holdout_topk(params, root)
 
     ws.predictions.mkdir(parents=True, exist_ok=True)
     holdout.to_parquet(ws.predictions / "holdout.parquet", index=False)
     recommendations.to_parquet(ws.predictions / "recommendations.parquet", index=False)
+    topk.to_parquet(ws.predictions / "holdout_topk.parquet", index=False)
     counts = {
         "holdout_rows": len(holdout),
         "holdout_users": int(holdout[USER_KEY].nunique()),

@@ -59,6 +59,8 @@ class SyntheticParams(_Strict):
     taste_temperature: float = Field(ge=0)
     rating_noise: float = Field(ge=0)
     bad_row_share: float = Field(ge=0, lt=1)
+    implicit_per_rating: float = Field(1.0, ge=0)  # mean implicit events (view/click/purchase) per rating
+    unavailable_share: float = Field(0.03, ge=0, lt=1)  # items whose side-table `available` is false
 
 
 FeatureKind = Literal["categorical", "multi_hot"]
@@ -129,6 +131,45 @@ class MetaParams(_Strict):
     champion_model: str = "models/champion.pt"  # where publish keeps the champion (workspace-relative)
 
 
+RankingObjective = Literal["rating", "ranking", "both"]
+RankingLoss = Literal["softmax", "bpr"]
+
+
+class RankingParams(_Strict):
+    """The top-K objective (metarec_tasks/ranking): what is trained, and how it becomes the published score.
+
+    `objective`: rating (the published score is the predicted rating), ranking (the ranking model's
+    score), both (ranking score + `rating_weight` x the predicted rating's deviation from the mean).
+    """
+
+    objective: RankingObjective = "ranking"
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"rating": 1.0, "purchase": 2.0, "click": 0.5, "view": 0.25}
+    )
+    loss: RankingLoss = "softmax"  # sampled softmax with logQ correction, or BPR
+    negatives: int = Field(64, ge=1)  # sampled negatives per task (support and query alike)
+    negative_alpha: float = Field(0.0, ge=0)  # negatives ~ popularity^alpha (0: uniform)
+    dim: int = Field(32, ge=1)  # user/item representation size (score = dot product + item bias)
+    algorithm: Algorithm = "metasgd"
+    adapt: AdaptGroup = "head"  # head: the user vector only; mlp: also the user-feature tower
+    inner_steps: int = Field(2, ge=1)
+    inner_lr: float = Field(1.0, gt=0)
+    meta_lr: float = Field(0.01, gt=0)
+    meta_batch_size: int = Field(64, ge=1)
+    epochs: int = Field(20, ge=1)
+    patience: int = Field(6, ge=1)
+    pretrain_epochs: int = Field(2, ge=0)  # non-meta warm-up (also the pretrain + fine-tune baseline)
+    max_support: int = Field(30, ge=1)  # support interactions of a meta-training episode, at most
+    max_query: int = Field(20, ge=1)  # query positives of a meta-training episode, at most
+    rating_weight: float = Field(0.0, ge=0)  # objective=both: weight of the rating term
+    max_catalog_items: int = Field(50_000, ge=1)  # above this, score a candidate pool instead
+    pool_popular: int = Field(5_000, ge=0)  # candidate pool: most popular items...
+    pool_recent: int = Field(1_000, ge=0)  # ...plus the most recently first-seen items
+    mf_dim: int = Field(16, ge=1)  # popularity + MF fold-in baseline
+    mf_reg: float = Field(10.0, gt=0)
+    knn_neighbors: int = Field(100, ge=1)  # item-kNN baseline
+
+
 class FinetuneParams(_Strict):
     inner_steps: int = Field(ge=0)
     chunk_size: int = Field(ge=1)
@@ -144,6 +185,8 @@ class EvaluateParams(_Strict):
     relevance_threshold: float = 4.0
     shrinkage: float = Field(ge=0)
     gate_baselines: list[str]
+    # top-K baselines (holdout_topk.parquet) the published model must beat on catalog_recall@catalog_k
+    catalog_gate_baselines: list[str] = Field(default_factory=list)
 
     @field_validator("primary_metric")
     @classmethod
@@ -198,6 +241,7 @@ class Params(_Strict):
     model: ModelParams
     meta: MetaParams
     finetune: FinetuneParams
+    ranking: RankingParams = Field(default_factory=RankingParams)
     evaluate: EvaluateParams
     publish: PublishParams
     orchestration: OrchestrationParams

@@ -47,6 +47,16 @@ class Workspace:
         return self.models / "pretrained.pt"
 
     @property
+    def rank_model_file(self) -> Path:
+        """The meta-learned ranking model that produces the published top-K (metarec_tasks/ranking)."""
+        return self.models / "rank_model.pt"
+
+    @property
+    def rank_pretrained_file(self) -> Path:
+        """The non-meta ranking warm-up: fine-tuned per user, the transfer baseline of the top-K."""
+        return self.models / "rank_pretrained.pt"
+
+    @property
     def checkpoints(self) -> Path:
         return self.models / "checkpoints"
 

@@ -124,6 +124,9 @@ def run_train(params: Params, root: Path) -> TrainResult:
     log.info(
         "saved %s (best epoch %d, validation MAE %.4f)", ws.model_file, result.best_epoch, result.best_val_mae
     )
+    from metarec_tasks.ranking.stage import run_rank_train  # the top-K model (metarec_tasks/ranking)
+
+    run_rank_train(params, root)
     return result
 
 

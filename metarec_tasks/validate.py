@@ -158,6 +158,8 @@ def validate_side_tables(
     for table, key in SIDE_TABLE_KEYS.items():
         raw = pd.read_parquet(ws.raw / f"{table}.parquet").astype("string").reset_index(drop=True)
         columns = side_table_columns(params.active_features, table)
+        # optional flag columns (items.available) are checked only when delivered
+        columns = tuple(c for c in columns if c.kind != "flag" or c.name in raw)
         if key not in raw:
             raw[key] = pd.Series(pd.NA, index=raw.index, dtype="string")
         session.register(table, build_side_suite(columns, params.validate_))

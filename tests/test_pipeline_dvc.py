@@ -26,6 +26,7 @@ def test_dvc_repro_end_to_end_then_no_op(workspace):
     assert receipt["published"] and receipt["recommendation_rows"] > 0
     metrics = json.loads((workspace / "reports" / "metrics.json").read_text())["predictors"]
     assert metrics["model"]["mae"] < metrics["global_mean"]["mae"]
+    _published_topk_is_ranked_and_clean(workspace, metrics)
 
     second = dvc(workspace, "repro")
     assert "Running stage" not in second
@@ -44,3 +45,19 @@ def test_a_param_change_reruns_only_downstream_stages(workspace):
     for stage in ("ingest", "validate", "episodes", "train"):
         assert f"Stage '{stage}' didn't change" in out
     assert "Running stage 'finetune'" in out
+
+
+def _published_topk_is_ranked_and_clean(workspace, metrics):
+    """Top-K from the ranking model: never a seen or an unavailable item; every top-K predictor scored."""
+    import pandas as pd
+
+    for name in ("model", "popularity", "popularity_mf", "item_knn", "rank_pretrained_finetuned"):
+        assert 0.0 <= metrics[name]["catalog_recall@20"] <= 1.0
+    recs = pd.read_parquet(workspace / "data" / "predictions" / "recommendations.parquet")
+    items = pd.read_parquet(workspace / "data" / "validated" / "items.parquet")
+    events = pd.read_parquet(workspace / "data" / "validated" / "events.parquet")
+    unavailable = set(items.loc[items["available"] == "false", "item_id"])
+    assert unavailable and not set(recs["item_id"]) & unavailable
+    seen = set(zip(events["user_id"], events["item_id"], strict=True))
+    assert not any(pair in seen for pair in zip(recs["user_id"], recs["item_id"], strict=True))
+    assert recs["user_id"].nunique() > events.loc[events["event_type"] == "rating", "user_id"].nunique() * 0.9

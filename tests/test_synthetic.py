@@ -59,3 +59,19 @@ def test_bad_rows_are_injected_at_the_configured_share(tiny_params):
     extra = len(events) - len(clean)
     assert extra == round(tiny_params.synthetic.bad_row_share * len(clean))
     pd.testing.assert_frame_equal(events.iloc[: len(clean)].reset_index(drop=True), clean)
+
+
+def test_implicit_events_and_unavailable_items(tiny_params):
+    day = tiny_params.run.run_date
+    events = _day(tiny_params, day)
+    good = events.dropna(subset=["user_id", "item_id"])
+    implicit = good[good["event_type"].isin(["view", "click", "purchase"])]
+    ratings = good[good["event_type"] == "rating"]
+    assert len(implicit) > 0.5 * len(ratings)  # implicit_per_rating = 1.0 on average
+    assert (implicit["value"].dropna() == 1.0).mean() > 0.95  # bad rows aside, implicit value is 1.0
+    # a user's implicit events and ratings of one day are different items (the next picks of their taste)
+    both = implicit.merge(ratings, on=["user_id", "item_id"])
+    assert len(both) <= 0.02 * len(implicit)
+    world = synthetic.build_world(tiny_params.synthetic, tiny_params.run.seed, day)
+    flags = world.items["available"]
+    assert set(flags) <= {"true", "false"} and (flags == "false").any()

@@ -32,8 +32,9 @@ def _raw(tmp_path, params):
 
 def _plant(events: pd.DataFrame) -> pd.DataFrame:
     rows = []
+    ratings = events[events["event_type"] == "rating"]  # planted values must break the rating rule
     for i, (reason, change) in enumerate(PLANTED.items()):
-        row = events.iloc[i].to_dict() | change | {"source_line": 10_000 + i}
+        row = ratings.iloc[i].to_dict() | change | {"source_line": 10_000 + i}
         rows.append(row | {"_expected": reason})
     dup = events.iloc[[0]].assign(_expected="exact_duplicate")
     return pd.concat([events.assign(_expected=""), pd.DataFrame(rows), dup], ignore_index=True)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from metarec_tasks.params import FeatureParams, ValidateParams
 
-ColumnKind = Literal["id", "event_type", "value", "timestamp", "feature"]
+ColumnKind = Literal["id", "event_type", "value", "timestamp", "feature", "flag"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,23 @@ IMPLICIT_VALUE = 1.0
 USER_KEY = "user_id"
 ITEM_KEY = "item_id"
 SIDE_TABLE_KEYS: dict[str, str] = {"users": USER_KEY, "items": ITEM_KEY}
+AVAILABLE_COLUMN = "available"
+FLAG_VALUES: tuple[str, ...] = ("true", "false", "True", "False", "1", "0")
+FALSE_VALUES: frozenset[str] = frozenset({"false", "False", "0"})
+# Optional columns of a side table that are not model features (the ranking stage reads them).
+SIDE_TABLE_FLAGS: dict[str, tuple[Column, ...]] = {
+    "users": (),
+    "items": (
+        Column(
+            AVAILABLE_COLUMN,
+            "flag",
+            "string",
+            "string",
+            "false: the item is never recommended (absent: available)",
+            required=False,
+        ),
+    ),
+}
 
 
 def side_table_columns(features: FeatureParams, table: str) -> tuple[Column, ...]:
@@ -66,6 +83,7 @@ def side_table_columns(features: FeatureParams, table: str) -> tuple[Column, ...
     return (
         Column(key, "id", "string", "string", f"the {table[:-1]}'s id, as in the events"),
         *feature_columns,
+        *SIDE_TABLE_FLAGS[table],
     )
 
 
@@ -118,6 +136,8 @@ def rules(column: Column, vp: ValidateParams) -> str:
             "ISO 8601; UTC (`Z`, `+00:00` or no offset); inside its partition's day, "
             f"or up to {vp.max_lateness_hours:g} h before it; not in the future"
         )
+    if column.kind == "flag":
+        return "optional; one of " + ", ".join(f"`{v}`" for v in FLAG_VALUES) + " or empty"
     return "optional; kept as delivered text"
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import numpy as np
 import pandas as pd
 
-from metarec_tasks.logs.contract import RATING_EVENT, to_raw_dtypes
+from metarec_tasks.logs.contract import AVAILABLE_COLUMN, IMPLICIT_VALUE, RATING_EVENT, to_raw_dtypes
 from metarec_tasks.params import SyntheticParams
 
 AGE_BUCKETS = ("<18", "18-24", "25-34", "35-44", "45-54", "55+")
@@ -63,10 +63,13 @@ TAGS = (
     "short",
 )
 MAX_TAGS_PER_ITEM = 3
+# Implicit events: what users look at beyond what they rate, drawn from the same taste (next picks).
+IMPLICIT_TYPES = ("view", "click", "purchase")
+IMPLICIT_PROBS = (0.5, 0.35, 0.15)
 BLOCK = 1024  # entities drawn per seeded block: stable attributes without a per-entity loop
 
 # Stream ids: keep each kind of draw on its own seeded stream.
-_FEATURE_STREAM, _USER_STREAM, _ITEM_STREAM, _DAY_STREAM, _BAD_STREAM = range(5)
+_FEATURE_STREAM, _USER_STREAM, _ITEM_STREAM, _DAY_STREAM, _BAD_STREAM, _IMPLICIT_STREAM = range(6)
 
 BAD_ROW_KINDS = (
     "null_user",
@@ -148,6 +151,7 @@ def build_world(params: SyntheticParams, seed: int, last_day: date) -> World:
             "category": np.asarray(CATEGORIES)[i_cols["category"]],
             "tags": tags_text,
             "signup_day": _signup_days(n_items, params.initial_items, params.new_items_per_day),
+            AVAILABLE_COLUMN: np.where(i_cols["availability"] < params.unavailable_share, "false", "true"),
         }
     )
     popularity_rank = i_cols["popularity_rank"]
@@ -183,10 +187,14 @@ def simulate_day(params: SyntheticParams, seed: int, world: World, day: date) ->
     # Gumbel top-k: each user picks n distinct items with probability ∝ popularity × taste.
     perturbed = logits + rng.gumbel(size=logits.shape)
     order = np.argsort(-perturbed, axis=1)
-    rows_user, rows_item = [], []
-    for row, (user, k) in enumerate(zip(active_users, n_events, strict=True)):
+    implicit_rng = np.random.default_rng([seed, _IMPLICIT_STREAM, idx])
+    n_implicit = np.minimum(implicit_rng.poisson(params.implicit_per_rating * n_events), n_items - n_events)
+    rows_user, rows_item, imp_user, imp_item = [], [], [], []
+    for row, (user, k, extra) in enumerate(zip(active_users, n_events, n_implicit, strict=True)):
         rows_user.append(np.full(k, user))
         rows_item.append(order[row, :k])
+        imp_user.append(np.full(extra, user))
+        imp_item.append(order[row, k : k + extra])
     users = np.concatenate(rows_user) if rows_user else np.zeros(0, int)
     items = np.concatenate(rows_item) if rows_item else np.zeros(0, int)
 
@@ -207,8 +215,30 @@ def simulate_day(params: SyntheticParams, seed: int, world: World, day: date) ->
             ],
         }
     )
+    events = pd.concat([events, _implicit_events(world, imp_user, imp_item, day_start, implicit_rng)])
+    events = events.sort_values("timestamp", kind="stable").reset_index(drop=True)
     events = _inject_bad_rows(events, params.bad_row_share, np.random.default_rng([seed, _BAD_STREAM, idx]))
     return to_raw_dtypes(events)
+
+
+def _implicit_events(world: World, users: list, items: list, day_start: datetime, rng) -> pd.DataFrame:
+    """View/click/purchase events (value 1.0) of items a user looked at beyond the ones they rated."""
+    users = np.concatenate(users) if users else np.zeros(0, int)
+    items = np.concatenate(items) if items else np.zeros(0, int)
+    seconds = rng.integers(0, 86_400, len(users))
+    return pd.DataFrame(
+        {
+            "user_id": world.users["user_id"].to_numpy()[users],
+            "item_id": world.items["item_id"].to_numpy()[items],
+            "event_type": np.asarray(IMPLICIT_TYPES)[
+                rng.choice(len(IMPLICIT_TYPES), len(users), p=IMPLICIT_PROBS)
+            ],
+            "value": IMPLICIT_VALUE,
+            "timestamp": [
+                (day_start + timedelta(seconds=int(s))).strftime("%Y-%m-%dT%H:%M:%SZ") for s in seconds
+            ],
+        }
+    )
 
 
 def side_tables(world: World, last_day_index: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -277,4 +307,5 @@ def _draw_items(rng: np.random.Generator, n: int, d: int) -> dict[str, np.ndarra
         "noise": rng.normal(0, 1, (n, d)),
         "bias": rng.normal(0, 0.3, n),
         "popularity_rank": rng.permutation(n * 4)[:n].astype(float),
+        "availability": rng.random(n),  # drawn last: earlier draws stay what they were
     }

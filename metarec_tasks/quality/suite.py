@@ -21,6 +21,7 @@ import pandas as pd
 from metarec_tasks.errors import DataQualityError
 from metarec_tasks.logs.contract import (
     EVENT_COLUMNS,
+    FLAG_VALUES,
     IMPLICIT_VALUE,
     RATING_EVENT,
     Column,
@@ -86,6 +87,10 @@ def column_checks(column: Column, vp: ValidateParams, now: datetime) -> list[Row
                     condition_parser="pandas",
                 ),
             ),
+        ]
+    if column.kind == "flag":
+        return [
+            RowCheck(f"bad_{name}", gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(FLAG_VALUES)))
         ]
     if column.kind == "timestamp":
         low, high = rows.partition_lag_bounds(vp.max_lateness_hours)

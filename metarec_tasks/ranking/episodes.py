@@ -1,0 +1,157 @@
+"""Ranking tasks: a user's positives (weighted by event type) against sampled negatives, padded.
+
+Support = the user's few interactions, query = held-out interactions; both sets get their own sampled
+negatives. Rows are encoded in the existing `InteractionSet` (target > 0: a positive and its weight;
+target = 0: a negative), so the padded-task machinery and every meta-learner apply unchanged.
+A sampled negative that is one of the user's own positives is masked out, never taught as negative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.meta.tasks import Catalog, InteractionSet, TaskBatch
+from metarec_tasks.model import Features
+from metarec_tasks.ranking.engine import LOG_Q
+
+
+@dataclass
+class UserItems:
+    """Per-user item rows (catalog rows) and weights, in a stable user order."""
+
+    users: list[str]
+    user_rows: np.ndarray
+    items: list[np.ndarray]
+    weights: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def subset(self, index: np.ndarray) -> UserItems:
+        return UserItems(
+            [self.users[i] for i in index],
+            self.user_rows[index],
+            [self.items[i] for i in index],
+            [self.weights[i] for i in index],
+        )
+
+
+def event_weights(events: pd.DataFrame, weights: dict[str, float]) -> pd.Series:
+    """Weight of each event by its type; types not listed count 0 (ignored)."""
+    return events["event_type"].map(weights).fillna(0.0).astype(float)
+
+
+def user_items(events: pd.DataFrame, catalog: Catalog, weights: dict[str, float], users=None) -> UserItems:
+    """Positives per user: each (user, item) once, with the largest weight of its events."""
+    frame = events.assign(_w=event_weights(events, weights))
+    frame = frame[frame["_w"] > 0]
+    best = frame.groupby([USER_KEY, ITEM_KEY], sort=False)["_w"].max().reset_index()
+    groups = {str(u): g for u, g in best.groupby(USER_KEY, sort=False)}
+    order = [str(u) for u in (users if users is not None else groups)]
+    items, ws = [], []
+    for user in order:
+        group = groups.get(user)
+        if group is None:
+            items.append(np.zeros(0, np.int64))
+            ws.append(np.zeros(0, np.float32))
+        else:
+            items.append(catalog.item_rows(group[ITEM_KEY]))
+            ws.append(group["_w"].to_numpy(np.float32))
+    return UserItems(order, catalog.user_rows(order), items, ws)
+
+
+class NegativeSampler:
+    """Items drawn with probability ∝ (count + 1)^alpha; `log_q` is what the softmax correction needs."""
+
+    def __init__(self, counts: np.ndarray, alpha: float):
+        weight = (np.asarray(counts, float) + 1.0) ** alpha
+        self.prob = weight / weight.sum()
+        self.log_q = torch.as_tensor(np.log(self.prob), dtype=torch.float32)
+
+    def draw(self, tasks: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(len(self.prob), size=(tasks, n), p=self.prob)
+
+
+def item_features(catalog: Catalog, sampler: NegativeSampler) -> Features:
+    return {**catalog.items, LOG_Q: sampler.log_q}
+
+
+def ranking_set(
+    catalog: Catalog,
+    items: Features,
+    user_rows: np.ndarray,
+    positives: list[np.ndarray],
+    weights: list[np.ndarray],
+    negatives: np.ndarray,
+    known: list[set[int]],
+) -> InteractionSet:
+    """[T, max positives + negatives] rows; positives first, then the sampled negatives."""
+    tasks, n_neg = negatives.shape
+    width = max((len(p) for p in positives), default=0) + n_neg
+    rows = np.full((tasks, width), -1, np.int64)
+    target = np.zeros((tasks, width), np.float32)
+    for t, (pos, w) in enumerate(zip(positives, weights, strict=True)):
+        rows[t, : len(pos)] = pos
+        target[t, : len(pos)] = w
+        neg = negatives[t]
+        keep = np.fromiter((int(i) not in known[t] for i in neg), bool, n_neg)
+        rows[t, width - n_neg :] = np.where(keep, neg, -1)
+    mask = rows >= 0
+    safe = torch.as_tensor(np.where(mask, rows, 0))
+    users = torch.as_tensor(user_rows)[:, None].expand_as(safe)
+    return InteractionSet(
+        user={k: v[users] for k, v in catalog.users.items()},
+        item={k: v[safe] for k, v in items.items()},
+        target=torch.as_tensor(target),
+        mask=torch.as_tensor(mask),
+        item_rows=torch.as_tensor(rows),
+    )
+
+
+def ranking_batch(
+    catalog: Catalog,
+    items: Features,
+    sampler: NegativeSampler,
+    n_neg: int,
+    users: list[str],
+    user_rows: np.ndarray,
+    support: tuple[list[np.ndarray], list[np.ndarray]],
+    query: tuple[list[np.ndarray], list[np.ndarray]],
+    rng: np.random.Generator,
+    shared_negatives: bool = False,
+) -> TaskBatch:
+    """Support and query sets of `users`; `shared_negatives` gives every task the same negatives (serving:
+    a user's adapted vector then never depends on which other users share the chunk)."""
+    known = [set(s.tolist()) | set(q.tolist()) for s, q in zip(support[0], query[0], strict=True)]
+
+    def negatives() -> np.ndarray:
+        if shared_negatives:
+            return np.broadcast_to(sampler.draw(1, n_neg, rng), (len(users), n_neg))
+        return sampler.draw(len(users), n_neg, rng)
+
+    sets = [ranking_set(catalog, items, user_rows, pos, w, negatives(), known) for pos, w in (support, query)]
+    return TaskBatch(list(users), torch.as_tensor(user_rows), sets[0], sets[1])
+
+
+def sample_episodes(
+    data: UserItems, max_support: int, max_query: int, rng: np.random.Generator
+) -> tuple[UserItems, tuple[list, list], tuple[list, list]]:
+    """Meta-training episodes: per user (≥ 2 positives) a random support of 1..max_support items and a
+    query of up to max_query of the rest — support sizes spread over the cold-start range."""
+    keep = np.asarray([i for i, items in enumerate(data.items) if len(items) >= 2], dtype=np.int64)
+    data = data.subset(keep)
+    s_items, s_w, q_items, q_w = [], [], [], []
+    for items, weights in zip(data.items, data.weights, strict=True):
+        order = rng.permutation(len(items))
+        size = int(rng.integers(1, min(max_support, len(items) - 1) + 1))
+        s, q = order[:size], order[size : size + max_query]
+        s_items.append(items[s])
+        s_w.append(weights[s])
+        q_items.append(items[q])
+        q_w.append(weights[q])
+    return data, (s_items, s_w), (q_items, q_w)

@@ -1,0 +1,66 @@
+"""Scoring for top-K: adapt each user's vector, then one matmul against the item table.
+
+When the catalog is larger than `ranking.max_catalog_items`, only a candidate pool (the most popular
+plus the most recently first-seen items) is scored. Items the user already interacted with, and items
+marked unavailable, get -inf and can never enter a top-K.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from metarec_tasks.meta.base import MetaAlgorithm
+from metarec_tasks.meta.tasks import TaskBatch
+from metarec_tasks.model import Features, split_params
+from metarec_tasks.params import RankingParams
+from metarec_tasks.ranking.engine import item_table, user_vectors
+
+
+def adapted_users(model, algorithm: MetaAlgorithm, batch: TaskBatch, steps: int):
+    """(per-task adapted parameters, shared parameters); 0 steps = the unadapted initialization."""
+    if steps > 0:
+        return algorithm.adapt(model, batch, steps)
+    fast, shared = split_params(model, algorithm.inner.adapt)
+    tasks = len(batch)
+    return (
+        {k: v.detach().expand(tasks, *v.shape) for k, v in fast.items()},
+        {k: v.detach() for k, v in shared.items()},
+    )
+
+
+def score_items(
+    model, algorithm: MetaAlgorithm, batch: TaskBatch, steps: int, items: Features
+) -> torch.Tensor:
+    """[T, n_items] scores of every item in `items` for every task of `batch` (adapted on its support)."""
+    adapted, shared = adapted_users(model, algorithm, batch, steps)
+    with torch.no_grad():
+        user = {k: v[:, 0] for k, v in batch.support.user.items()}
+        vectors = user_vectors(model, adapted, shared, user)
+        table, bias = item_table(model, shared, items)
+        return vectors @ table.T + bias
+
+
+def candidate_pool(counts: np.ndarray, first_seen: np.ndarray, rp: RankingParams) -> np.ndarray | None:
+    """Catalog rows to score, or None when the whole catalog fits (`ranking.max_catalog_items`)."""
+    n = len(counts)
+    if n <= rp.max_catalog_items:
+        return None
+    popular = np.argsort(-np.asarray(counts), kind="stable")[: rp.pool_popular]
+    recent = np.argsort(-np.asarray(first_seen), kind="stable")[: rp.pool_recent]
+    return np.union1d(popular, recent).astype(np.int64)
+
+
+def exclusion_mask(seen: list[np.ndarray], unavailable: np.ndarray) -> torch.Tensor:
+    """[T, n_items] True where an item may not be recommended: already seen, or unavailable."""
+    mask = torch.as_tensor(np.asarray(unavailable, bool)).repeat(len(seen), 1)
+    for t, rows in enumerate(seen):
+        mask[t, torch.as_tensor(rows, dtype=torch.long)] = True
+    return mask
+
+
+def top_k(scores: torch.Tensor, excluded: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, column indices) of the k best allowed items per row; -inf values mark no item."""
+    scores = scores.masked_fill(excluded.to(scores.device), -torch.inf)
+    top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+    return top.values.cpu().numpy(), top.indices.cpu().numpy()

@@ -1,0 +1,45 @@
+"""Smoke test of the ML-100K top-K benchmark: `--quick` runs end to end and writes a sane report.
+
+Skips when ML-100K is absent, unless CI is set (then its absence is a failure). Never asserts times or
+metric levels beyond sanity (values are probabilities; every predictor is scored on the same users).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+DATA = REPO.parent / "shared" / "data" / "ml-100k"
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_a_sane_report(tmp_path):
+    if not (DATA / "u.data").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"ML-100K missing at {DATA}")
+        pytest.skip("ML-100K not available")
+    out = tmp_path / "topk.json"
+    subprocess.run(
+        [sys.executable, "benchmarks/ml100k_topk.py", "--quick", "--buckets", "1", "5", "--out", str(out)],
+        cwd=REPO,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+    )
+    report = json.loads(out.read_text())
+    overall = report["overall"]
+    assert {"popularity", "popularity_mf", "item_knn", "pretrained_finetuned"} <= set(overall)
+    assert report["best_meta_model"] in overall
+    users = {e["users"] for e in overall.values()}
+    assert len(users) == 1 and users.pop() > 50  # every predictor on the same test users
+    for entry in overall.values():
+        assert 0.0 <= entry["recall@20"] <= 1.0 and 0.0 <= entry["ndcg@20"] <= 1.0
+    assert set(report["by_support"]) == {"1", "5"}
+    assert set(report["paired_tests"]) == {"popularity", "popularity_mf", "item_knn", "pretrained_finetuned"}
+    assert (tmp_path / "topk.md").read_text().startswith("# ML-100K full-catalog top-K")

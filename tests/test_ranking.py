@@ -1,0 +1,257 @@
+"""The ranking objective, its engine under every meta-learner, scoring and the top-K baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from metarec_tasks.meta import ALGORITHMS
+from metarec_tasks.meta.tasks import Catalog
+from metarec_tasks.params import MetaParams, RankingParams
+from metarec_tasks.ranking import baselines as bl
+from metarec_tasks.ranking.engine import LOG_Q
+from metarec_tasks.ranking.episodes import NegativeSampler, item_features, sample_episodes, user_items
+from metarec_tasks.ranking.fit import (
+    EvalUsers,
+    RankContext,
+    catalog_recall,
+    rank_users,
+    ranking_algorithm,
+    train_rankers,
+)
+from metarec_tasks.ranking.model import RankDims, RankNet, load_rank_model, save_rank_model
+from metarec_tasks.ranking.objectives import bpr, sampled_softmax
+from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, top_k
+
+N_ITEMS, N_USERS = 24, 60
+DIMS = RankDims(user_cat_sizes=[3], item_cat_sizes=[4], item_multi_sizes={}, n_item_ids=N_ITEMS, dim=6)
+META = MetaParams(
+    algorithm="maml",
+    adapt="head",
+    inner_steps=2,
+    inner_lr=0.5,
+    meta_lr=0.01,
+    meta_batch_size=8,
+    epochs=1,
+    patience=1,
+    pretrain_epochs=0,
+    pretrain_batch_size=8,
+    first_order_epochs=1,
+    multi_step_loss_epochs=2,
+)
+
+
+def two_taste_world(seed: int = 0):
+    """Users of group g interact with items of their half of the catalog (plus a popular item 0)."""
+    rng = np.random.default_rng(seed)
+    catalog = Catalog(
+        users={"user_cat": torch.zeros((N_USERS, 1), dtype=torch.long)},
+        items={
+            "item_id": torch.arange(N_ITEMS),
+            "item_cat": torch.as_tensor(np.arange(N_ITEMS) % 4)[:, None],
+        },
+        user_ids=[f"u{u}" for u in range(N_USERS)],
+        item_ids=[f"i{i}" for i in range(N_ITEMS)],
+    )
+    rows = []
+    for u in range(N_USERS):
+        half = np.arange(1, N_ITEMS // 2) if u % 2 == 0 else np.arange(N_ITEMS // 2, N_ITEMS)
+        for i in [0, *rng.choice(half, 6, replace=False)]:
+            rows.append({"user_id": f"u{u}", "item_id": f"i{i}", "event_type": "click", "value": 1.0})
+    return catalog, pd.DataFrame(rows)
+
+
+def context(catalog, train, rp):
+    counts = np.bincount(np.concatenate(train.items), minlength=N_ITEMS)
+    sampler = NegativeSampler(counts, rp.negative_alpha)
+    return RankContext(
+        catalog,
+        item_features(catalog, sampler),
+        sampler,
+        rp,
+        np.random.default_rng(0),
+        np.zeros(N_ITEMS, bool),
+    )
+
+
+def test_losses_prefer_positives_above_negatives_and_ignore_padding():
+    target = torch.tensor([1.0, 2.0, 0.0, 0.0, 0.0])
+    mask = torch.tensor([True, True, True, True, False])
+    log_q = torch.zeros(5)
+    good, bad = torch.tensor([3.0, 3.0, -3.0, -3.0, 99.0]), torch.tensor([-3.0, -3.0, 3.0, 3.0, -99.0])
+    for loss in (sampled_softmax, bpr):
+        assert loss(good, target, mask, log_q) < loss(bad, target, mask, log_q)
+        # the padded row's score changes nothing
+        moved = good.clone()
+        moved[4] = -50.0
+        assert torch.isclose(loss(good, target, mask, log_q), loss(moved, target, mask, log_q))
+
+
+def test_logq_correction_discounts_frequently_sampled_negatives():
+    scores = torch.tensor([1.0, 1.0, 1.0])
+    target, mask = torch.tensor([1.0, 0.0, 0.0]), torch.ones(3, dtype=torch.bool)
+    uniform = sampled_softmax(scores, target, mask, torch.log(torch.full((3,), 1 / 3)))
+    popular_negative = sampled_softmax(scores, target, mask, torch.log(torch.tensor([0.1, 0.8, 0.1])))
+    assert popular_negative < uniform
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_algorithm_meta_learns_the_ranking_objective_vectorized(name):
+    catalog, events = two_taste_world()
+    rp = RankingParams(negatives=5, meta_batch_size=8)
+    train = user_items(events, catalog, rp.event_weights)
+    ctx = context(catalog, train, rp)
+    torch.manual_seed(0)
+    model = RankNet(DIMS)
+    algorithm = ranking_algorithm(rp, META, model, name)
+    users, support, query = sample_episodes(train.subset(np.arange(8)), 3, 3, ctx.rng)
+    batch = ctx.batch(users, support, query)
+    loss = algorithm.meta_loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert model.encoder.item_id.weight.grad.abs().sum() > 0  # the item table learns through the query loss
+    adapted, _ = algorithm.adapt(model, batch, 2)
+    assert adapted["head.user"].shape == (8, DIMS.dim)
+    assert not torch.allclose(adapted["head.user"][0], adapted["head.user"][1])  # per-user adaptation
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+def test_vectorized_ranking_engine_matches_the_naive_loop(loss):
+    from metarec_tasks.meta import build_algorithm
+    from metarec_tasks.ranking.engine import ranking_engine
+
+    catalog, events = two_taste_world()
+    rp = RankingParams(negatives=5, loss=loss)
+    train = user_items(events, catalog, rp.event_weights)
+    ctx = context(catalog, train, rp)
+    users, support, query = sample_episodes(train.subset(np.arange(6)), 4, 3, ctx.rng)
+    batch = ctx.batch(users, support, query)
+    grads = []
+    for reference in (False, True):
+        torch.manual_seed(0)
+        model = RankNet(DIMS).double()
+        batch.support.item[LOG_Q] = batch.support.item[LOG_Q].double()
+        batch.query.item[LOG_Q] = batch.query.item[LOG_Q].double()
+        algorithm = build_algorithm(
+            META.model_copy(update={"adapt": "mlp"}), model, ranking_engine(loss, reference)
+        )
+        algorithm.meta_loss(model, batch).backward()
+        grads.append({k: v.grad.clone() for k, v in model.named_parameters() if v.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-8, atol=1e-10)
+
+
+def test_meta_trained_ranker_beats_popularity_on_a_two_taste_world(tmp_path):
+    catalog, events = two_taste_world()
+    rp = RankingParams(negatives=8, dim=6, epochs=15, pretrain_epochs=2, meta_batch_size=16, patience=15)
+    train_events = events[events["user_id"].isin([f"u{u}" for u in range(40)])]
+    test_events = events[~events["user_id"].isin(train_events["user_id"])]
+    train = user_items(train_events, catalog, rp.event_weights)
+    ctx = context(catalog, train, rp)
+    # test users: support = 2 of their items, relevant = the rest
+    support_frame = test_events.groupby("user_id").nth([1, 2])
+    rest = test_events.drop(support_frame.index)
+    users = sorted(test_events["user_id"].unique())
+    support = user_items(support_frame, catalog, rp.event_weights, users)
+    relevant = [set(catalog.item_rows(rest[rest["user_id"] == u]["item_id"]).tolist()) - {0} for u in users]
+    test = EvalUsers(support, relevant)
+    torch.manual_seed(0)
+    rankers = train_rankers(DIMS, ctx, train, test, META, 5)
+    recall = catalog_recall(rankers.model, rankers.algorithm, rp.inner_steps, ctx, test, 5)
+    matrix = bl.interaction_matrix(train.items, train.weights, N_ITEMS)
+    pop = top_k(
+        torch.as_tensor(bl.popularity(matrix, support.items)),
+        exclusion_mask(support.items, ctx.unavailable),
+        5,
+    )[1]
+    pop_recall = np.mean([len(set(r) & rel) / len(rel) for r, rel in zip(pop, relevant, strict=True)])
+    assert recall > pop_recall + 0.2
+
+    save_rank_model(
+        tmp_path / "rank.pt", rankers.model, {"algorithm": "maml"}, rankers.algorithm.state_dict()
+    )
+    loaded, meta, _ = load_rank_model(tmp_path / "rank.pt")
+    assert meta == {"algorithm": "maml"}
+    again = rank_users(loaded, rankers.algorithm, rp.inner_steps, ctx, support, 5, 4)
+    np.testing.assert_array_equal(
+        again, rank_users(rankers.model, rankers.algorithm, rp.inner_steps, ctx, support, 5, 4)
+    )
+
+
+def test_seen_and_unavailable_items_are_never_ranked_and_pools_cap_big_catalogs():
+    scores = torch.arange(6, dtype=torch.float32).repeat(2, 1)
+    unavailable = np.array([False, False, False, False, False, True])
+    excluded = exclusion_mask([np.array([4]), np.array([0, 1])], unavailable)
+    _, rows = top_k(scores, excluded, 3)
+    assert rows[0].tolist() == [3, 2, 1] and rows[1].tolist() == [4, 3, 2]
+    values, rows = top_k(scores, excluded, 6)
+    allowed = rows[0][np.isfinite(values[0])].tolist()
+    assert sorted(allowed) == [0, 1, 2, 3]
+    rp = RankingParams(max_catalog_items=4, pool_popular=2, pool_recent=1)
+    pool = candidate_pool(np.array([9, 1, 8, 0, 0, 0]), np.array([0, 0, 0, 0, 0, 7]), rp)
+    assert pool.tolist() == [0, 2, 5]
+    assert candidate_pool(np.zeros(3), np.zeros(3), rp) is None
+
+
+def test_baselines_rank_what_they_should():
+    train = np.zeros((6, 5), np.float32)
+    train[:3, [0, 1]] = 1  # group A: items 0, 1
+    train[3:, [2, 3]] = 1  # group B: items 2, 3
+    train[:, 4] = 1  # everyone: item 4
+    user_b = np.zeros((1, 5), np.float32)
+    user_b[0, 2] = 1
+    assert np.argmax(bl.popularity(train, [np.array([2])])[0]) == 4
+    knn = bl.item_knn(train, user_b, neighbors=2)[0]
+    assert np.argmax(np.where(user_b[0] > 0, -np.inf, knn)) == 3
+    mf = bl.FoldInMF(train, dim=2, reg=0.1).scores(user_b)[0]
+    assert mf[3] > mf[0] and mf[3] > mf[1]
+
+
+def test_catalog_gate_requires_beating_every_topk_baseline():
+    from metarec_tasks.evaluate import catalog_gate
+    from metarec_tasks.params import EvaluateParams
+
+    ep = EvaluateParams(shrinkage=5.0, gate_baselines=["global_mean"], catalog_gate_baselines=["popularity"])
+    decision = {"passed": True, "reason": "rating gate ok"}
+    results = {"model": {"catalog_recall@20": 0.3}, "popularity": {"catalog_recall@20": 0.25}}
+    assert catalog_gate(decision, results, ep)["passed"]
+    results["popularity"]["catalog_recall@20"] = 0.31
+    assert not catalog_gate(decision, results, ep)["passed"]
+    del results["popularity"]  # a missing top-K baseline fails the gate, never passes it silently
+    assert not catalog_gate(decision, results, ep)["passed"]
+
+
+def test_rating_term_of_objective_both_is_the_adapted_rating_minus_the_mean():
+    from metarec_tasks.meta import build_algorithm
+    from metarec_tasks.params import load_params
+    from metarec_tasks.ranking.stage import rating_term
+    from tests.helpers import REPO
+    from tests.meta_fixtures import DIMS as RATING_DIMS
+    from tests.meta_fixtures import tiny_model
+
+    params = load_params(REPO / "params.yaml")
+    model = tiny_model(torch.float32)
+    algorithm = build_algorithm(META, model)
+    n = RATING_DIMS.n_item_ids
+    catalog = Catalog(
+        users={"user_cat": torch.zeros((2, 2), dtype=torch.long)},
+        items={
+            "item_cat": torch.zeros((n, 1), dtype=torch.long),
+            "item_multi.tags": torch.zeros((n, 6)),
+            "item_id": torch.arange(n),
+        },
+        user_ids=["a", "b"],
+        item_ids=[f"i{i}" for i in range(n)],
+    )
+    ratings = pd.DataFrame(
+        {"user_id": ["a", "a"], "item_id": ["i1", "i2"], "value": [5.0, 4.0], "timestamp": [1, 2]}
+    )
+    term = rating_term(model, algorithm, ratings, catalog, 3.5, params)
+    out = term(["b", "a"], np.array(["i3", "unknown-item", "i1"], dtype=object))
+    assert out.shape == (2, 3)
+    assert torch.all(out[0] == 0)  # b has no ratings: no rating term
+    assert out[1, 1] == 0  # an item the rating network does not know
+    assert out[1, 0] != 0 and out[1, 2] != 0
