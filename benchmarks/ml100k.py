@@ -4,7 +4,7 @@ Protocol (metarec_tasks/protocol.py): RecBole-MetaRec's user filter (13–100 ra
 (10 random ratings; the rest is the support set), with 5-fold cross-validation over users so that every
 eligible user is a test user exactly once, and validation users carved out of each fold's training
 users. Every algorithm and every non-meta baseline is trained and scored on the same folds with the
-same stage code the nightly pipeline runs (`train.run_train`, `finetune.predict_holdout`), through a
+same stage code the nightly pipeline runs (`train.train_rating_model`, `finetune.predict_holdout`), through a
 throwaway workspace per fold and algorithm. Hyperparameters (the inner learning rate) are chosen on
 validation users of the first fold only — never on test users.
 
@@ -45,7 +45,7 @@ from metarec_tasks.protocol import (
     user_folds,
 )
 from metarec_tasks.runtime import pick_device
-from metarec_tasks.train import run_train
+from metarec_tasks.train import train_rating_model
 
 log = logging.getLogger("benchmarks.ml100k")
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def choose_inner_lr(algorithm: str, params: Params, root: Path) -> float:
             update={"meta": params.meta.model_copy(update={"algorithm": algorithm, "inner_lr": lr})}
         )
         ws = Workspace(root)
-        run_train(trial, root)
+        train_rating_model(trial, root)
         val_mae = load_bundle(ws.model_file).metadata["best_val_mae"]
         log.info("%s inner_lr=%s: validation MAE %.4f", algorithm, lr, val_mae)
         best = min(best, (val_mae, lr))
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         )
                     }
                 )
-                run_train(tuned, root)
+                train_rating_model(tuned, root)
                 holdouts[algorithm].append(score_fold(ws, tuned, split).assign(fold=fold))
                 curves[algorithm].append(
                     cold_start_curve(ws, tuned, split, params.run.seed).assign(fold=fold)

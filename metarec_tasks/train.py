@@ -16,6 +16,7 @@ import csv
 import hashlib
 import logging
 import math
+import os
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -56,6 +57,17 @@ class TrainResult:
 
 
 def run_train(params: Params, root: Path) -> TrainResult:
+    """The `train` stage: the meta-learned rating model, then the meta-learned top-K ranker."""
+    result = train_rating_model(params, root)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone fits the (single-process) ranker
+        from metarec_tasks.ranking.stage import run_rank_train  # the top-K model (metarec_tasks/ranking)
+
+        run_rank_train(params, root)
+    return result
+
+
+def train_rating_model(params: Params, root: Path) -> TrainResult:
+    """Meta-train the rating model (and fit its non-meta rival); benchmarks call this alone."""
     ws = Workspace(root)
     mp = params.meta
     generator = seed_everything(params.run.seed)
@@ -124,9 +136,6 @@ def run_train(params: Params, root: Path) -> TrainResult:
     log.info(
         "saved %s (best epoch %d, validation MAE %.4f)", ws.model_file, result.best_epoch, result.best_val_mae
     )
-    from metarec_tasks.ranking.stage import run_rank_train  # the top-K model (metarec_tasks/ranking)
-
-    run_rank_train(params, root)
     return result
 
 
