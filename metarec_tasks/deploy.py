@@ -34,7 +34,14 @@ GPU_STAGES = ("train", "finetune")
 GPU_POD_TEMPLATE_ENV = "METAREC_GPU_POD_TEMPLATE"  # set under the KubernetesExecutor only
 # The pipeline definition a workspace needs; params.yaml is only copied into a new workspace, so
 # settings an operator changed there survive an image upgrade.
-PIPELINE_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
+PIPELINE_FILES = (
+    "dvc.yaml",
+    ".dvcignore",
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "landing/README.md",  # the landing folder is a DVC dependency of ingest: it must exist
+)
 CODE_DIR = "metarec_tasks"  # dvc.yaml names the stage code as deps, so the workspace carries a copy
 REPORT_GITIGNORES = ("reports/.gitignore", "reports/plots/.gitignore")
 # Who commits params.yaml + dvc.lock after each run (METAREC_GIT_COMMIT=1); containers have no ~/.gitconfig.

@@ -218,7 +218,13 @@ def topology(tmp_path, databases, broker):
 
     workspace = tmp_path / "workspace"
     # No schedule: unpausing a scheduled DAG would start the latest nightly run next to ours.
-    overrides = {**TINY, "orchestration.gpu_queue": GPU_QUEUE, "orchestration.schedule": None}
+    # No retries: a failing task must fail the run now, not after the production retry delay.
+    overrides = {
+        **TINY,
+        "orchestration.gpu_queue": GPU_QUEUE,
+        "orchestration.schedule": None,
+        "orchestration.retries": 0,
+    }
     init_workspace(workspace, REPO, overrides, remote=str(tmp_path / "dvc-remote"))
     home, logs = tmp_path / "airflow", tmp_path / "logs"
     home.mkdir()
@@ -283,6 +289,9 @@ def test_nightly_run_on_celery_topology(topology):
 
     try:
         state = client.wait(run_id, timeout=RUN_TIMEOUT_S)
+        if state != "success":
+            tasks = client.get(f"/dags/metarec_nightly/dagRuns/{run_id}/taskInstances")["task_instances"]
+            pytest.fail(f"run ended {state}: " + ", ".join(f"{t['task_id']}={t['state']}" for t in tasks))
     except TimeoutError:
         topo.check_alive()
         raise
