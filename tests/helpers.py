@@ -72,3 +72,15 @@ def make_workspace(root: Path, overrides: dict | None = None) -> Path:
 POSTGRES_ADMIN_URL = os.environ.get(
     "METAREC_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
+
+
+def build_episodes_workspace(root: Path) -> Path:
+    """A plain folder with tiny params and the ingest → validate → episodes outputs."""
+    from metarec_tasks.cli import main
+    from metarec_tasks.params import update_params_file
+
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    update_params_file(root / "params.yaml", TINY)
+    for stage in ("ingest", "validate", "episodes"):
+        assert main(["--root", str(root), stage]) == 0
+    return root

@@ -7,6 +7,7 @@ import torch
 from metarec_tasks.meta.random_tasks import random_task_batch
 from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.model import NetDims, RatingNet
+from metarec_tasks.params import MetaParams
 
 DIMS = NetDims(
     user_cat_sizes=[4, 3],
@@ -32,3 +33,22 @@ def random_batch(
     n_tasks: int = 5, support: int = 7, query: int = 4, dtype: torch.dtype = torch.float64, seed: int = 0
 ) -> TaskBatch:
     return random_task_batch(DIMS, n_tasks, support, query, dtype, seed, ragged=True)
+
+
+def meta_params(algorithm: str, adapt: str = "mlp", **extra) -> MetaParams:
+    """Small, fast meta-learning settings shared by the algorithm tests."""
+    base = dict(
+        algorithm=algorithm,
+        adapt=adapt,
+        inner_steps=3,
+        inner_lr=0.1,
+        meta_lr=0.01,
+        meta_batch_size=8,
+        epochs=2,
+        patience=2,
+        pretrain_epochs=0,
+        pretrain_batch_size=8,
+        first_order_epochs=1,
+        multi_step_loss_epochs=3,
+    )
+    return MetaParams(**{**base, **extra})

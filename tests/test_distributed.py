@@ -20,37 +20,20 @@ import pytest
 import torch
 import torch.multiprocessing as torch_mp
 
-from metarec_tasks.cli import main
 from metarec_tasks.distributed import NPROC_ENV, SINGLE, World, init_distributed
 from metarec_tasks.meta import ALGORITHMS, build_algorithm
 from metarec_tasks.meta.tasks import select
 from metarec_tasks.model_io import load_bundle
-from metarec_tasks.params import MetaParams, load_params, update_params_file
+from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
 from metarec_tasks.train import adapted_mae, meta_gradients, run_train
-from tests.helpers import BIN, REPO, TINY
-from tests.meta_fixtures import random_batch, tiny_model
+from tests.helpers import BIN, REPO, build_episodes_workspace
+from tests.meta_fixtures import meta_params, random_batch, tiny_model
 
 WORLD_SIZE = 2
 # (algorithm, tasks in the meta-batch, epoch): 7 tasks split 4 + 3; 1 task leaves rank 1 empty.
 CASES = [(name, n, 4) for name in sorted(ALGORITHMS) for n in (7, 1)] + [("mamlpp", 7, 0)]
 TOL = {"rtol": 1e-9, "atol": 1e-11}  # float64: only the summation order differs
-
-
-def meta_params(algorithm: str) -> MetaParams:
-    return MetaParams(
-        algorithm=algorithm,
-        inner_steps=3,
-        inner_lr=0.1,
-        meta_lr=0.01,
-        meta_batch_size=8,
-        epochs=2,
-        patience=2,
-        pretrain_epochs=0,
-        pretrain_batch_size=8,
-        first_order_epochs=1,
-        multi_step_loss_epochs=3,
-    )
 
 
 def one_step(world: World, name: str, n_tasks: int, epoch: int) -> dict:
@@ -131,12 +114,7 @@ def test_shards_are_disjoint_and_cover_the_batch():
 
 @pytest.fixture(scope="module")
 def episodes_ws(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("episodes")
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    update_params_file(root / "params.yaml", TINY)
-    for stage in ("ingest", "validate", "episodes"):
-        assert main(["--root", str(root), stage]) == 0
-    return root
+    return build_episodes_workspace(tmp_path_factory.mktemp("episodes"))
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

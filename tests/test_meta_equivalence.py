@@ -10,28 +10,9 @@ import torch
 
 from metarec_tasks.meta import ALGORITHMS, build_algorithm
 from metarec_tasks.meta.functional import REFERENCE, VECTORIZED
-from metarec_tasks.params import MetaParams
-from tests.meta_fixtures import random_batch, tiny_model
+from tests.meta_fixtures import meta_params, random_batch, tiny_model
 
 TOL = {"rtol": 1e-9, "atol": 1e-11}
-
-
-def meta_params(algorithm: str, adapt: str = "mlp", **extra) -> MetaParams:
-    base = dict(
-        algorithm=algorithm,
-        adapt=adapt,
-        inner_steps=3,
-        inner_lr=0.1,
-        meta_lr=0.01,
-        meta_batch_size=8,
-        epochs=2,
-        patience=2,
-        pretrain_epochs=0,
-        pretrain_batch_size=8,
-        first_order_epochs=1,
-        multi_step_loss_epochs=3,
-    )
-    return MetaParams(**{**base, **extra})
 
 
 def gradients(algorithm_name: str, adapt: str, engine, epoch: int = 0):

@@ -18,7 +18,7 @@ from metarec_tasks.model_io import load_bundle, save_model
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
 from metarec_tasks.train import run_train
-from tests.helpers import BIN, REPO, TINY
+from tests.helpers import BIN, REPO, build_episodes_workspace
 from tests.meta_fixtures import tiny_model
 
 FAST = {"meta.epochs": 3, "meta.patience": 3}
@@ -27,12 +27,7 @@ FAST = {"meta.epochs": 3, "meta.patience": 3}
 @pytest.fixture(scope="module")
 def episodes_ws(tmp_path_factory) -> Path:
     """A workspace with tiny synthetic episodes, built once for this module."""
-    root = tmp_path_factory.mktemp("episodes")
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    update_params_file(root / "params.yaml", TINY)
-    for stage in ("ingest", "validate", "episodes"):
-        assert main(["--root", str(root), stage]) == 0
-    return root
+    return build_episodes_workspace(tmp_path_factory.mktemp("episodes"))
 
 
 def clone(src: Path, dst: Path, overrides: dict) -> Path:
