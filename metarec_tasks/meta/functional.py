@@ -77,6 +77,14 @@ def inner_trajectory(
             prediction = functional_call(model, {**shared, **params}, (None, None), {"encoded": encoded})
             return masked_mse(prediction, target, mask)
 
+    return sgd_trajectory(support_loss, fast, steps, step_size, first_order)
+
+
+def sgd_trajectory(
+    support_loss, fast: ParamDict, steps: int, step_size: StepSize, first_order: bool
+) -> Trajectory:
+    """The inner loop every objective shares: `steps` SGD steps on `support_loss`, every iterate kept
+    (MAML++'s multi-step loss scores them all); differentiable unless `first_order`."""
     trajectory = []
     for step in range(steps):
         grads = grad(support_loss)(fast)

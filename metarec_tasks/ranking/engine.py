@@ -12,9 +12,9 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
 
-from metarec_tasks.meta.functional import Engine, StepSize, Trajectory
+from metarec_tasks.meta.functional import Engine, StepSize, Trajectory, sgd_trajectory
 from metarec_tasks.meta.tasks import InteractionSet
 from metarec_tasks.model import Features, ParamDict
 from metarec_tasks.ranking.objectives import LOSSES, RankLoss
@@ -41,14 +41,7 @@ def inner_trajectory(
     def support_loss(params: ParamDict) -> torch.Tensor:
         return task_loss(loss, model, {**shared, **params}, user, item, target, mask)
 
-    trajectory = []
-    for step in range(steps):
-        grads = grad(support_loss)(fast)
-        if first_order:
-            grads = {name: g.detach() for name, g in grads.items()}
-        fast = {name: fast[name] - step_size(step, name) * grads[name] for name in fast}
-        trajectory.append(fast)
-    return trajectory
+    return sgd_trajectory(support_loss, fast, steps, step_size, first_order)
 
 
 def adapt_batch(
