@@ -8,6 +8,7 @@ foreign checkpoint, an older format — is refused with `ModelFileError`, never 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,8 @@ def save_model(
     payload = {
         "format": MODEL_FORMAT,
         "dims": model.dims.to_json(),
-        "state_dict": _cpu(model.state_dict()),
-        "algorithm_state": _cpu(algorithm_state or {}),
+        "state_dict": cpu_state(model.state_dict()),
+        "algorithm_state": cpu_state(algorithm_state or {}),
         "metadata": metadata,
     }
     atomic_save(payload, path)
@@ -51,11 +52,7 @@ def atomic_save(payload: dict[str, Any], path: Path) -> None:
 
 def load_bundle(path: Path, device: torch.device | str = "cpu") -> ModelBundle:
     payload = safe_load(path, device, MODEL_FORMAT, "MetaRec model file")
-    try:
-        model = RatingNet(NetDims(**payload["dims"]))
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise ModelFileError(f"{path} is a damaged MetaRec model file: {exc}") from exc
+    model = restore(payload, path, lambda dims: RatingNet(NetDims(**dims)), "MetaRec model file")
     return ModelBundle(model.to(device), payload["metadata"], payload.get("algorithm_state", {}))
 
 
@@ -76,5 +73,15 @@ def safe_load(path: Path, device: torch.device | str, expected: str, what: str) 
     return payload
 
 
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def restore(payload: dict[str, Any], path: Path, build: Callable[[dict], torch.nn.Module], what: str):
+    """Rebuild a network from a checked payload; a file whose shapes or keys do not fit is refused."""
+    try:
+        model = build(payload["dims"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ModelFileError(f"{path} is a damaged {what}: {exc}") from exc
+    return model
+
+
+def cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in state.items()}

@@ -19,10 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from metarec_tasks.errors import ModelFileError
 from metarec_tasks.features import Vocabulary
 from metarec_tasks.model import Features
-from metarec_tasks.model_io import atomic_save, safe_load
+from metarec_tasks.model_io import atomic_save, cpu_state, restore, safe_load
 
 RANK_FORMAT = "metarec-rank-model/1"
 
@@ -115,8 +114,8 @@ def save_rank_model(path: Path, model: RankNet, metadata: dict[str, Any], algori
         {
             "format": RANK_FORMAT,
             "dims": asdict(model.dims),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "algorithm_state": {k: v.detach().cpu() for k, v in algorithm_state.items()},
+            "state_dict": cpu_state(model.state_dict()),
+            "algorithm_state": cpu_state(algorithm_state),
             "metadata": metadata,
         },
         path,
@@ -126,9 +125,5 @@ def save_rank_model(path: Path, model: RankNet, metadata: dict[str, Any], algori
 def load_rank_model(path: Path, device: torch.device | str = "cpu") -> tuple[RankNet, dict, dict]:
     """(model, metadata, algorithm state); anything but a RankNet file is refused."""
     payload = safe_load(path, device, RANK_FORMAT, "MetaRec ranking model file")
-    try:
-        model = RankNet(RankDims(**payload["dims"]))
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise ModelFileError(f"{path} is a damaged ranking model file: {exc}") from exc
+    model = restore(payload, path, lambda dims: RankNet(RankDims(**dims)), "ranking model file")
     return model.to(device), payload["metadata"], payload.get("algorithm_state", {})
