@@ -1,12 +1,13 @@
 """ML-100K cold-start benchmark → reports/ml100k.json and reports/ml100k.md.
 
-Protocol (metarec_tasks/protocol.py): RecBole-MetaRec's user filter (13–100 ratings) and query set
+Protocol (benchmarks/protocol.py): RecBole-MetaRec's user filter (13–100 ratings) and query set
 (10 random ratings; the rest is the support set), with 5-fold cross-validation over users so that every
 eligible user is a test user exactly once, and validation users carved out of each fold's training
 users. Every algorithm and every non-meta baseline is trained and scored on the same folds with the
-same stage code the nightly pipeline runs (`train.train_rating_model`, `finetune.predict_holdout`), through a
-throwaway workspace per fold and algorithm. Hyperparameters (the inner learning rate) are chosen on
-validation users of the first fold only — never on test users.
+same stage code the nightly pipeline runs (`training.rating.train_rating_model`,
+`personalization.rating.predict_holdout`), through a throwaway workspace per fold and algorithm.
+Hyperparameters (the inner learning rate) are chosen on validation users of the first fold only —
+never on test users.
 
 Usage: python benchmarks/ml100k.py [--quick] [--data ../shared/data/ml-100k]
 """
@@ -24,19 +25,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from metarec_tasks.cli import parse_overrides
-from metarec_tasks.episodes import SUPPORT, TEST, TRAIN
-from metarec_tasks.evaluate import MODEL, per_user_scores, summarize
-from metarec_tasks.features import build_vocabulary
-from metarec_tasks.finetune import load_adapting_model, predict_holdout
-from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
-from metarec_tasks.logs.movielens import read_movielens
-from metarec_tasks.meta import ALGORITHMS
-from metarec_tasks.meta.baselines import BASELINES
-from metarec_tasks.model_io import load_bundle
-from metarec_tasks.params import Params, load_params
-from metarec_tasks.paths import Workspace
-from metarec_tasks.protocol import (
+from benchmarks.protocol import (
     Protocol,
     assign_roles,
     eligible_ratings,
@@ -44,8 +33,21 @@ from metarec_tasks.protocol import (
     truncate_support,
     user_folds,
 )
-from metarec_tasks.runtime import pick_device
-from metarec_tasks.train import train_rating_model
+from metarec_tasks.data.episodes import SUPPORT, TEST, TRAIN
+from metarec_tasks.data.features import build_vocabulary
+from metarec_tasks.evaluation.tables import MODEL, per_user_scores, summarize
+from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.logs.movielens import read_movielens
+from metarec_tasks.meta import ALGORITHMS
+from metarec_tasks.meta.baselines import BASELINES
+from metarec_tasks.models.io import load_bundle
+from metarec_tasks.orchestration.cli import parse_overrides
+from metarec_tasks.params import Params, load_params
+from metarec_tasks.paths import Workspace
+from metarec_tasks.personalization.loading import load_adapting_model
+from metarec_tasks.personalization.rating import predict_holdout
+from metarec_tasks.training.rating import save_rating_models, train_rating_model
+from metarec_tasks.training.runtime import pick_device
 
 log = logging.getLogger("benchmarks.ml100k")
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +87,7 @@ def write_fold(
 
 def score_fold(ws: Workspace, params: Params, tasks: pd.DataFrame) -> pd.DataFrame:
     """Holdout predictions of the trained meta-model, the transfer baselines and the simple ones."""
-    from metarec_tasks.dataset import load_episode_data
+    from metarec_tasks.data.loader import load_episode_data
 
     device = pick_device(params.run.device)
     data = load_episode_data(ws)
@@ -122,7 +124,7 @@ def choose_inner_lr(algorithm: str, params: Params, root: Path) -> float:
             update={"meta": params.meta.model_copy(update={"algorithm": algorithm, "inner_lr": lr})}
         )
         ws = Workspace(root)
-        train_rating_model(trial, root)
+        save_rating_models(trial, ws, train_rating_model(trial, ws))
         val_mae = load_bundle(ws.model_file).metadata["best_val_mae"]
         log.info("%s inner_lr=%s: validation MAE %.4f", algorithm, lr, val_mae)
         best = min(best, (val_mae, lr))
@@ -184,7 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         )
                     }
                 )
-                train_rating_model(tuned, root)
+                save_rating_models(tuned, ws, train_rating_model(tuned, ws))
                 holdouts[algorithm].append(score_fold(ws, tuned, split).assign(fold=fold))
                 curves[algorithm].append(
                     cold_start_curve(ws, tuned, split, params.run.seed).assign(fold=fold)

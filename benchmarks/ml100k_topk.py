@@ -1,6 +1,6 @@
 """ML-100K full-catalog top-K: the meta-learned ranking model against the top-K baselines.
 
-Protocol (metarec_tasks/protocol.py): users with 13–100 ratings, 10 random query ratings each, 5 folds
+Protocol (benchmarks/protocol.py): users with 13–100 ratings, 10 random query ratings each, 5 folds
 over users with validation users carved out of the training folds. Training data of a fold: every rating
 of every user that is neither a test nor a validation user (heavier users included). Metrics: Recall@20
 and nDCG@20 over every item not in the user's support set, relevant = query items rated ≥ 4; mean ± 95%
@@ -15,11 +15,13 @@ ratings. The meta-learned model reported as "best" is the one with the best mean
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,15 +31,7 @@ import torch
 import yaml
 from scipy import stats
 
-from metarec_tasks.episodes import QUERY, SUPPORT, TEST, VALIDATION
-from metarec_tasks.evaluate import SUPPORT_BUCKETS
-from metarec_tasks.features import build_vocabulary
-from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
-from metarec_tasks.logs.movielens import read_movielens
-from metarec_tasks.meta.tasks import Catalog
-from metarec_tasks.metrics import catalog_metrics, mean_ci95
-from metarec_tasks.params import load_params
-from metarec_tasks.protocol import (
+from benchmarks.protocol import (
     Protocol,
     assign_roles,
     eligible_ratings,
@@ -45,11 +39,21 @@ from metarec_tasks.protocol import (
     truncate_support,
     user_folds,
 )
+from metarec_tasks.data.episodes import QUERY, SUPPORT, TEST, VALIDATION
+from metarec_tasks.data.features import build_vocabulary
+from metarec_tasks.evaluation.metrics import catalog_metrics, mean_ci95
+from metarec_tasks.evaluation.tables import SUPPORT_BUCKETS
+from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.logs.movielens import read_movielens
+from metarec_tasks.meta.tasks import Catalog
+from metarec_tasks.models.ranking import RankDims, RankNet
+from metarec_tasks.params import load_params
 from metarec_tasks.ranking import baselines as bl
+from metarec_tasks.ranking.data import EvalUsers, RankContext
 from metarec_tasks.ranking.episodes import NegativeSampler, item_features, user_items
-from metarec_tasks.ranking.fit import EvalUsers, RankContext, meta_train_from, rank_users, warm_up
-from metarec_tasks.ranking.model import RankDims
-from metarec_tasks.ranking.scoring import exclusion_mask, top_k
+from metarec_tasks.ranking.scoring import exclusion_mask, rank_users, top_k
+from metarec_tasks.training.checkpoint import Checkpoints
+from metarec_tasks.training.ranker import TRANSFER_ALGORITHM, meta_train, ranking_algorithm, warm_up
 
 log = logging.getLogger("benchmarks.ml100k_topk")
 REPO = Path(__file__).resolve().parents[1]
@@ -96,20 +100,25 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
 
     started = time.perf_counter()
     torch.manual_seed(args.seed + fold)
-    pretrained, transfer = warm_up(dims, ctx, train, params.meta)
-    models = {"pretrained_finetuned": (pretrained, transfer)}
+    pretrained = warm_up(RankNet(dims), ctx, train)
+    models = {"pretrained_finetuned": (pretrained, ranking_algorithm(rp, pretrained, TRANSFER_ALGORITHM))}
     val_recall = {}
     for name in args.algorithms:
         torch.manual_seed(args.seed + fold)
-        model, algorithm, fit = meta_train_from(pretrained, ctx, train, val, params.meta, K, name)
+        model = copy.deepcopy(pretrained)
+        algorithm = ranking_algorithm(rp, model, name)
+        with tempfile.TemporaryDirectory() as scratch:  # the benchmark never resumes
+            checkpoints = Checkpoints(Path(scratch), f"fold{fold}-{name}")
+            generator = torch.Generator().manual_seed(args.seed + fold)
+            fit = meta_train(model, algorithm, ctx, train, val, K, checkpoints, generator)
         models[f"meta_{name}"] = (model, algorithm)
-        val_recall[f"meta_{name}"] = fit.best_val_recall
+        val_recall[f"meta_{name}"] = fit.best_value
         log.info(
-            "fold %d %s: best validation recall@%d %.4f (epoch %d)",
+            "fold %d %s: best validation recall@%d %s (epoch %d)",
             fold,
             name,
             K,
-            fit.best_val_recall,
+            fit.best_value,
             fit.best_epoch,
         )
     train_seconds = time.perf_counter() - started
@@ -137,7 +146,7 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
             name: top_k(torch.as_tensor(s, dtype=torch.float32), excluded, K)[1] for name, s in scored.items()
         }
         for name, (model, algorithm) in models.items():
-            ranked[name] = rank_users(model, algorithm, rp.inner_steps, ctx, users.support, K, 256)
+            ranked[name] = rank_users(model, algorithm, rp.meta.inner_steps, ctx, users.support, K, 256)
         for name, lists in ranked.items():
             for row in per_user_rows(lists, users.relevant, users.support.users):
                 rows.append({"fold": fold, "support": str(size), "predictor": name, **row})
@@ -223,7 +232,7 @@ def main() -> None:
 
     overrides = {"source.kind": "movielens"}
     if args.quick:
-        overrides |= {"ranking.epochs": 2, "ranking.pretrain_epochs": 1}
+        overrides |= {"ranking.meta.epochs": 2, "ranking.meta.pretrain_epochs": 1}
         args.algorithms = args.algorithms[:2]
     for item in args.set:
         key, value = item.split("=", 1)

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from metarec_tasks.distributed import World, init_distributed
 from metarec_tasks.meta import ALGORITHMS, build_algorithm
 from metarec_tasks.meta.functional import REFERENCE, VECTORIZED, Engine
 from metarec_tasks.meta.random_tasks import random_task_batch
 from metarec_tasks.meta.tasks import TaskBatch, select
-from metarec_tasks.model import NetDims, RatingNet
+from metarec_tasks.models.rating import NetDims, RatingNet
 from metarec_tasks.params import MetaParams, load_params
-from metarec_tasks.train import meta_gradients
+from metarec_tasks.training.distributed import World, init_distributed
+from metarec_tasks.training.loop import meta_gradients
 
 log = logging.getLogger("benchmarks.speed")
 

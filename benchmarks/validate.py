@@ -31,7 +31,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from metarec_tasks.logs.ingest import RawEventWriter  # noqa: E402
+from metarec_tasks.logs.raw import RawEventWriter  # noqa: E402
 from metarec_tasks.params import load_params, update_params_file  # noqa: E402
 
 log = logging.getLogger("bench_validate")
@@ -117,9 +117,10 @@ def generate(root: Path, rows: int, seed: int = 7) -> dict:
 
 def measure(root: Path) -> None:
     """Child process: validate the workspace and print wall time, peak RSS and the report's phases."""
-    from metarec_tasks.cli import configure_logging
     from metarec_tasks.errors import DataQualityError
-    from metarec_tasks.validate import run_validate
+    from metarec_tasks.orchestration.cli import configure_logging
+    from metarec_tasks.paths import Workspace
+    from metarec_tasks.stages import validate
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:CORES])
@@ -128,7 +129,7 @@ def measure(root: Path) -> None:
     start = time.perf_counter()
     error = None
     try:
-        run_validate(params, root)
+        validate.run(params, Workspace(root))
     except DataQualityError as exc:  # the report is written either way
         error = str(exc)
     wall = time.perf_counter() - start

@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
-from metarec_tasks.deploy import gpu_executor_config
+from metarec_tasks.orchestration.airflow_tasks import workspace_root
+from metarec_tasks.orchestration.deploy import gpu_executor_config
 from metarec_tasks.params import load_params
-from metarec_tasks.workspace import workspace_root
+from metarec_tasks.stages import GPU_STAGES, STAGES
 
 ORCHESTRATION = load_params(workspace_root() / "params.yaml").orchestration
 
@@ -25,7 +26,7 @@ def stage(name: str, queue: str = ORCHESTRATION.default_queue):
     def run_stage() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from metarec_tasks.workspace import StageFailed, run_dvc_stage
+        from metarec_tasks.orchestration.airflow_tasks import StageFailed, run_dvc_stage
 
         try:
             run_dvc_stage(name)
@@ -83,7 +84,7 @@ def metarec_nightly():
     @task
     def prepare() -> dict:
         """Write this run's parameters into params.yaml (what DVC tracks)."""
-        from metarec_tasks.workspace import prepare_run
+        from metarec_tasks.orchestration.airflow_tasks import prepare_run
 
         context = get_current_context()
         return prepare_run(workspace_root(), dict(context["params"]), context.get("logical_date"))
@@ -91,19 +92,14 @@ def metarec_nightly():
     @task
     def version() -> dict:
         """Push the DVC outputs and record the run's exact data/model hashes in the warehouse."""
-        from metarec_tasks.workspace import version_run
+        from metarec_tasks.orchestration.airflow_tasks import version_run
 
         return version_run(workspace_root(), get_current_context()["run_id"])
 
+    queue = {name: ORCHESTRATION.gpu_queue for name in GPU_STAGES}
     chain(
         prepare(),
-        stage("ingest"),
-        stage("validate"),
-        stage("episodes"),
-        stage("train", queue=ORCHESTRATION.gpu_queue),
-        stage("finetune", queue=ORCHESTRATION.gpu_queue),
-        stage("evaluate"),
-        stage("publish"),
+        *(stage(name, queue.get(name, ORCHESTRATION.default_queue)) for name in STAGES),
         version(),
     )
 

@@ -1,3 +1,1 @@
 """MetaRec: a nightly batch recommender for cold-start users, meta-learned per user task."""
-
-__version__ = "0.1.0"

@@ -1,7 +1,8 @@
-"""Typed parameters: the one place where every knob of the pipeline is declared.
+"""Typed parameters: every knob of the pipeline, its type and its constraints.
 
-`params.yaml` is what DVC tracks and what the nightly DAG writes a run's settings into; this module
-turns it into validated, typed objects so a typo or a wrong type fails loudly before any stage runs.
+`params.yaml` is what DVC tracks and holds every value — the one place defaults live (no field here
+has a default of its own, so the two cannot drift); this module turns it into validated, typed
+objects so a typo, a missing key or a wrong type fails loudly before any stage runs.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ WAREHOUSE_URL_ENV = "METAREC_WAREHOUSE_URL"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys, wrong types and non-finite numbers (`.inf`, `.nan`) are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RunParams(_Strict):
     run_date: date
-    seed: int = 42
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
 
     @property
     def run_id(self) -> str:
@@ -37,11 +40,11 @@ SourceKind = Literal["synthetic", "landing", "movielens"]
 
 
 class SourceParams(_Strict):
-    kind: SourceKind = "synthetic"
-    history_days: int = Field(14, ge=1)
-    landing_dir: str = "landing"
-    read_chunk_rows: int = Field(200_000, ge=1)
-    movielens_dir: str = "../shared/data/ml-100k"
+    kind: SourceKind
+    history_days: int = Field(ge=1)
+    landing_dir: str
+    read_chunk_rows: int = Field(ge=1)
+    movielens_dir: str
 
 
 class SyntheticParams(_Strict):
@@ -59,8 +62,8 @@ class SyntheticParams(_Strict):
     taste_temperature: float = Field(ge=0)
     rating_noise: float = Field(ge=0)
     bad_row_share: float = Field(ge=0, lt=1)
-    implicit_per_rating: float = Field(1.0, ge=0)  # mean implicit events (view/click/purchase) per rating
-    unavailable_share: float = Field(0.03, ge=0, lt=1)  # items whose side-table `available` is false
+    implicit_per_rating: float = Field(ge=0)  # mean implicit events (view/click/purchase) per rating
+    unavailable_share: float = Field(ge=0, lt=1)  # items whose side-table `available` is false
 
 
 FeatureKind = Literal["categorical", "multi_hot"]
@@ -83,13 +86,13 @@ class ValidateParams(_Strict):
     id_pattern: str
     max_bad_row_share: float = Field(ge=0, le=1)
     min_rows: int = Field(ge=0)
-    allow_empty_days: bool = False
-    max_lateness_hours: float = Field(48.0, ge=0)
-    volume_window_days: int = Field(7, ge=1)
-    volume_min_history_days: int = Field(3, ge=1)
-    volume_min_ratio: float = Field(0.2, ge=0)
-    volume_max_ratio: float = Field(5.0, gt=0)
-    chunk_rows: int = Field(1_000_000, ge=1)
+    allow_empty_days: bool
+    max_lateness_hours: float = Field(ge=0)
+    volume_window_days: int = Field(ge=1)
+    volume_min_history_days: int = Field(ge=1)
+    volume_min_ratio: float = Field(ge=0)
+    volume_max_ratio: float = Field(gt=0)
+    chunk_rows: int = Field(ge=1)
 
 
 class EpisodeParams(_Strict):
@@ -104,7 +107,7 @@ class EpisodeParams(_Strict):
 class ModelParams(_Strict):
     embedding_dim: int = Field(ge=1)
     hidden: list[int]
-    item_id_embedding: bool = True
+    item_id_embedding: bool
 
 
 Algorithm = Literal["maml", "fomaml", "mamlpp", "metasgd", "reptile"]
@@ -112,8 +115,10 @@ AdaptGroup = Literal["mlp", "head", "all"]
 
 
 class MetaParams(_Strict):
-    algorithm: Algorithm = "maml"
-    adapt: AdaptGroup = "mlp"
+    """One model's meta-learning knobs: the rating model's `meta`, the ranker's `ranking.meta`."""
+
+    algorithm: Algorithm
+    adapt: AdaptGroup
     inner_steps: int = Field(ge=1)
     inner_lr: float = Field(gt=0)
     meta_lr: float = Field(gt=0)
@@ -122,13 +127,18 @@ class MetaParams(_Strict):
     patience: int = Field(ge=1)
     pretrain_epochs: int = Field(ge=0)
     pretrain_batch_size: int = Field(ge=1)
-    support_subsample: bool = False
-    first_order_epochs: int = Field(0, ge=0)  # MAML++ derivative-order annealing
-    multi_step_loss_epochs: int = Field(0, ge=0)  # MAML++ multi-step loss annealing
-    amp: bool = False  # bfloat16 autocast on CUDA; ignored on CPU
-    checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints (models/checkpoints)
-    warm_start: bool = False  # start from the champion model instead of from scratch
-    champion_model: str = "models/champion.pt"  # where publish keeps the champion (workspace-relative)
+    support_subsample: bool
+    first_order_epochs: int = Field(ge=0)  # MAML++ derivative-order annealing
+    multi_step_loss_epochs: int = Field(ge=0)  # MAML++ multi-step loss annealing
+    amp: bool  # bfloat16 autocast on CUDA; ignored on CPU
+    checkpoint_every: int = Field(ge=1)  # epochs between checkpoints (models/checkpoints/<model>)
+
+
+class RatingMetaParams(MetaParams):
+    """The rating model's block adds the warm start from the champion (publish keeps the champion)."""
+
+    warm_start: bool  # start from the champion model instead of from scratch
+    champion_model: str  # where publish keeps the champion (workspace-relative)
 
 
 RankingObjective = Literal["rating", "ranking", "both"]
@@ -142,32 +152,33 @@ class RankingParams(_Strict):
     score), both (ranking score + `rating_weight` x the predicted rating's deviation from the mean).
     """
 
-    objective: RankingObjective = "ranking"
-    event_weights: dict[str, float] = Field(
-        default_factory=lambda: {"rating": 1.0, "purchase": 2.0, "click": 0.5, "view": 0.25}
-    )
-    loss: RankingLoss = "softmax"  # sampled softmax with logQ correction, or BPR
-    negatives: int = Field(64, ge=1)  # sampled negatives per task (support and query alike)
-    negative_alpha: float = Field(0.0, ge=0)  # negatives ~ popularity^alpha (0: uniform)
-    dim: int = Field(32, ge=1)  # user/item representation size (score = dot product + item bias)
-    algorithm: Algorithm = "metasgd"
-    adapt: AdaptGroup = "head"  # head: the user vector only; mlp: also the user-feature tower
-    inner_steps: int = Field(2, ge=1)
-    inner_lr: float = Field(1.0, gt=0)
-    meta_lr: float = Field(0.01, gt=0)
-    meta_batch_size: int = Field(64, ge=1)
-    epochs: int = Field(20, ge=1)
-    patience: int = Field(6, ge=1)
-    pretrain_epochs: int = Field(2, ge=0)  # non-meta warm-up (also the pretrain + fine-tune baseline)
-    max_support: int = Field(30, ge=1)  # support interactions of a meta-training episode, at most
-    max_query: int = Field(20, ge=1)  # query positives of a meta-training episode, at most
-    rating_weight: float = Field(0.0, ge=0)  # objective=both: weight of the rating term
-    max_catalog_items: int = Field(50_000, ge=1)  # above this, score a candidate pool instead
-    pool_popular: int = Field(5_000, ge=0)  # candidate pool: most popular items...
-    pool_recent: int = Field(1_000, ge=0)  # ...plus the most recently first-seen items
-    mf_dim: int = Field(16, ge=1)  # popularity + MF fold-in baseline
-    mf_reg: float = Field(10.0, gt=0)
-    knn_neighbors: int = Field(100, ge=1)  # item-kNN baseline
+    objective: RankingObjective
+    event_weights: dict[str, float]  # positive weight of each event type (0 or absent: ignored)
+    loss: RankingLoss  # sampled softmax with logQ correction, or BPR
+    negatives: int = Field(ge=1)  # sampled negatives per task (support and query alike)
+    negative_alpha: float = Field(ge=0)  # negatives ~ popularity^alpha (0: uniform)
+    dim: int = Field(ge=1)  # user/item representation size (score = dot product + item bias)
+    meta: MetaParams  # the ranker's meta-learning block (the same keys as the top-level `meta`)
+    max_support: int = Field(ge=1)  # support interactions of a meta-training episode, at most
+    max_query: int = Field(ge=1)  # query positives of a meta-training episode, at most
+    rating_weight: float = Field(ge=0)  # objective=both: weight of the rating term
+    max_catalog_items: int = Field(ge=1)  # above this, score a candidate pool instead
+    pool_popular: int = Field(ge=0)  # candidate pool: most popular items...
+    pool_recent: int = Field(ge=0)  # ...plus the most recently first-seen items
+    mf_dim: int = Field(ge=1)  # popularity + MF fold-in baseline
+    mf_reg: float = Field(gt=0)
+    knn_neighbors: int = Field(ge=1)  # item-kNN baseline
+
+    @field_validator("meta")
+    @classmethod
+    def _rankable(cls, meta: MetaParams) -> MetaParams:
+        if meta.adapt == "all":
+            raise ValueError("ranking.meta.adapt must be head or mlp: the item table is shared by every user")
+        if meta.support_subsample:
+            raise ValueError(
+                "ranking.meta.support_subsample must be false: ranking episodes already draw support sizes"
+            )
+        return meta
 
 
 class FinetuneParams(_Strict):
@@ -177,16 +188,16 @@ class FinetuneParams(_Strict):
 
 
 class EvaluateParams(_Strict):
-    primary_metric: str = "bin_ndcg@5"
-    ndcg_ks: list[int] = Field(default_factory=lambda: [1, 3, 5])
-    binary_k: int = Field(5, ge=1)
-    binary_relevant: int = Field(5, ge=1)
-    catalog_k: int = Field(20, ge=1)
-    relevance_threshold: float = 4.0
+    primary_metric: str
+    ndcg_ks: list[int]
+    binary_k: int = Field(ge=1)
+    binary_relevant: int = Field(ge=1)
+    catalog_k: int = Field(ge=1)
+    relevance_threshold: float
     shrinkage: float = Field(ge=0)
     gate_baselines: list[str]
     # top-K baselines (holdout_topk.parquet) the published model must beat on catalog_recall@catalog_k
-    catalog_gate_baselines: list[str] = Field(default_factory=list)
+    catalog_gate_baselines: list[str]
 
     @field_validator("primary_metric")
     @classmethod
@@ -208,7 +219,7 @@ class EvaluateParams(_Strict):
 
 
 class PublishParams(_Strict):
-    force: bool = False
+    force: bool
     champion_tolerance: float = Field(ge=0)
     warehouse_url: str
 
@@ -239,14 +250,14 @@ class Params(_Strict):
     validate_: ValidateParams = Field(alias="validate")
     episodes: EpisodeParams
     model: ModelParams
-    meta: MetaParams
+    meta: RatingMetaParams
     finetune: FinetuneParams
-    ranking: RankingParams = Field(default_factory=RankingParams)
+    ranking: RankingParams
     evaluate: EvaluateParams
     publish: PublishParams
     orchestration: OrchestrationParams
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     @field_validator("features")
     @classmethod

@@ -23,8 +23,24 @@ class Workspace:
         return self.raw / "manifest.json"
 
     @property
+    def raw_events(self) -> Path:
+        return self.raw / "events.parquet"
+
+    def raw_table(self, table: str) -> Path:
+        """A raw side table (`users` or `items`)."""
+        return self.raw / f"{table}.parquet"
+
+    @property
     def validated(self) -> Path:
         return self.root / "data" / "validated"
+
+    @property
+    def validated_events(self) -> Path:
+        return self.validated / "events.parquet"
+
+    def validated_table(self, table: str) -> Path:
+        """A validated side table (`users` or `items`)."""
+        return self.validated / f"{table}.parquet"
 
     @property
     def quarantine(self) -> Path:
@@ -33,6 +49,18 @@ class Workspace:
     @property
     def episodes(self) -> Path:
         return self.root / "data" / "episodes"
+
+    @property
+    def tasks_file(self) -> Path:
+        return self.episodes / "tasks.parquet"
+
+    @property
+    def vocab_file(self) -> Path:
+        return self.episodes / "vocab.json"
+
+    @property
+    def episode_stats(self) -> Path:
+        return self.episodes / "stats.json"
 
     @property
     def models(self) -> Path:
@@ -60,9 +88,28 @@ class Workspace:
     def checkpoints(self) -> Path:
         return self.models / "checkpoints"
 
+    def checkpoints_for(self, model: str) -> Path:
+        """One folder per trained model (`rating`, `ranking`): each resumes on its own."""
+        return self.checkpoints / model
+
     @property
     def predictions(self) -> Path:
         return self.root / "data" / "predictions"
+
+    @property
+    def holdout_predictions(self) -> Path:
+        """Holdout users' query rows with every rating predictor's prediction."""
+        return self.predictions / "holdout.parquet"
+
+    @property
+    def holdout_topk(self) -> Path:
+        """Holdout users' full-catalog top-K of the ranker and every top-K baseline."""
+        return self.predictions / "holdout_topk.parquet"
+
+    @property
+    def recommendations(self) -> Path:
+        """The top-K of every active user: what publish writes to the warehouse."""
+        return self.predictions / "recommendations.parquet"
 
     @property
     def reports(self) -> Path:
@@ -79,6 +126,10 @@ class Workspace:
     @property
     def train_log(self) -> Path:
         return self.reports / "train_log.csv"
+
+    @property
+    def rank_train_log(self) -> Path:
+        return self.reports / "rank_train_log.csv"
 
     @property
     def metrics(self) -> Path:
@@ -104,3 +155,8 @@ class Workspace:
     @property
     def publish_receipt(self) -> Path:
         return self.reports / "publish.json"
+
+    def stage_status(self, stage: str) -> Path:
+        """`metarec <stage>` writes its outcome here (exit code, error); not a DVC output, so a
+        failed stage still leaves it for the driver that ran it through `dvc repro`."""
+        return self.root / ".metarec" / "status" / f"{stage}.json"

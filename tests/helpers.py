@@ -27,8 +27,10 @@ TINY = {
     "meta.pretrain_epochs": 2,
     "meta.meta_batch_size": 16,
     "finetune.chunk_size": 64,
+    "ranking.meta.epochs": 3,
+    "ranking.meta.pretrain_epochs": 1,
     # Tiny worlds are too small for the model to beat every baseline reliably; the gate logic itself
-    # is tested in test_warehouse.py/test_evaluate.py, and `make run` uses the full gate.
+    # is tested in the gate's unit tests, and `make run` uses the full gate.
     "evaluate.primary_metric": "mae",
     "evaluate.gate_baselines": ["global_mean"],
 }
@@ -76,7 +78,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 def build_episodes_workspace(root: Path) -> Path:
     """A plain folder with tiny params and the ingest → validate → episodes outputs."""
-    from metarec_tasks.cli import main
+    from metarec_tasks.orchestration.cli import main
     from metarec_tasks.params import update_params_file
 
     shutil.copy(REPO / "params.yaml", root / "params.yaml")

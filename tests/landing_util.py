@@ -8,12 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from metarec_tasks.errors import DataQualityError
-from metarec_tasks.logs.ingest import run_ingest
 from metarec_tasks.logs.landing import partition_dir
 from metarec_tasks.logs.synth_landing import write_synthetic_landing
 from metarec_tasks.params import Params, load_params, update_params_file
 from metarec_tasks.paths import Workspace
-from metarec_tasks.validate import run_validate
+from metarec_tasks.stages import ingest, validate
 
 REPO = Path(__file__).resolve().parents[1]
 LANDING = {
@@ -58,9 +57,9 @@ def good_rows(folder: Path, n: int, hour: int = 12) -> pd.DataFrame:
 
 def ingest_and_validate(root: Path, params: Params):
     """(report or the DataQualityError, validated events, quarantined events)."""
-    run_ingest(params, root)
+    ingest.run(params, Workspace(root))
     try:
-        outcome = run_validate(params, root)
+        outcome = validate.run(params, Workspace(root))
     except DataQualityError as exc:
         outcome = exc
     ws = Workspace(root)

@@ -6,7 +6,7 @@ import torch
 
 from metarec_tasks.meta.random_tasks import random_task_batch
 from metarec_tasks.meta.tasks import TaskBatch
-from metarec_tasks.model import NetDims, RatingNet
+from metarec_tasks.models.rating import NetDims, RatingNet
 from metarec_tasks.params import MetaParams
 
 DIMS = NetDims(
@@ -50,5 +50,8 @@ def meta_params(algorithm: str, adapt: str = "mlp", **extra) -> MetaParams:
         pretrain_batch_size=8,
         first_order_epochs=1,
         multi_step_loss_epochs=3,
+        support_subsample=False,
+        amp=False,
+        checkpoint_every=1,
     )
     return MetaParams(**{**base, **extra})

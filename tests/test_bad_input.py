@@ -190,7 +190,7 @@ def test_cli_maps_a_batch_failure_to_exit_code_2_without_traceback(clean, tmp_pa
     _, folder = _copy(clean[0], tmp_path)
     _csv(good_rows(folder, GOOD), folder, sep=";")
     env = {"PYTHONPATH": str(REPO), "PATH": f"{sys.prefix}/bin"}
-    metarec = [sys.executable, "-m", "metarec_tasks.cli", "--root", str(tmp_path)]
+    metarec = [sys.executable, "-m", "metarec_tasks.orchestration.cli", "--root", str(tmp_path)]
     assert subprocess.run([*metarec, "ingest"], env=env, capture_output=True).returncode == 0
     result = subprocess.run([*metarec, "validate"], env=env, capture_output=True, text=True)
     assert result.returncode == 2

@@ -214,7 +214,7 @@ def airflow_env(home: Path, workspace: Path, databases: dict[str, str], broker: 
 
 @pytest.fixture
 def topology(tmp_path, databases, broker):
-    from metarec_tasks.deploy import init_workspace, write_admin_user
+    from metarec_tasks.orchestration.deploy import init_workspace, write_admin_user
 
     workspace = tmp_path / "workspace"
     # No schedule: unpausing a scheduled DAG would start the latest nightly run next to ours.
@@ -258,7 +258,7 @@ def connect_when_ready(topo: Topology, url: str, password: str):
     """Log in once the api-server answers and wait until the dag-processor has parsed the DAG."""
     import httpx
 
-    from metarec_tasks.deploy import AirflowClient
+    from metarec_tasks.orchestration.deploy import AirflowClient
 
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     client = None

@@ -5,8 +5,8 @@ import subprocess
 import pandas as pd
 import pytest
 
+from metarec_tasks.orchestration.airflow_tasks import StageFailed, run_dvc_stage
 from metarec_tasks.paths import Workspace
-from metarec_tasks.workspace import StageFailed, run_dvc_stage
 from tests.helpers import BIN
 
 

@@ -18,7 +18,7 @@ from metarec_tasks.quality.suite import build_side_suite
 
 def test_readme_table_is_the_generated_contract():
     params = load_params(REPO / "params.yaml")
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "data-contract.md").read_text()
     match = re.search(r"<!-- contract:start[^>]*-->\n(.*?)<!-- contract:end -->", readme, re.S)
     assert match, "README lacks the contract markers"
     assert match.group(1) == contract_markdown(params.active_features, params.validate_), (

@@ -6,9 +6,8 @@ import subprocess
 
 import pytest
 
+from metarec_tasks.stages import STAGES
 from tests.helpers import BIN, REPO
-
-STAGES = ["ingest", "validate", "episodes", "train", "finetune", "evaluate", "publish"]
 
 
 @pytest.fixture
@@ -64,7 +63,7 @@ def test_dag_runs_end_to_end_in_process(airflow_db, workspace, monkeypatch):
 
     receipt = json.loads((workspace / "reports" / "publish.json").read_text())
     assert receipt["run_id"] == "nightly-2026-10-19" and receipt["published"]
-    from metarec_tasks.warehouse import connect, run_row
+    from metarec_tasks.publishing.warehouse import connect, run_row
 
     record = run_row(connect(f"sqlite:///{workspace}/warehouse/metarec.db"), "nightly-2026-10-19")
     assert record["airflow_run_id"] == run.run_id

@@ -192,7 +192,7 @@ def test_pod_templates_give_a_gpu_to_the_gpu_template_only():
 def test_dag_passes_the_gpu_pod_template_to_gpu_stages_only(airflow_db, monkeypatch, template):
     from airflow.dag_processing.dagbag import DagBag
 
-    from metarec_tasks.deploy import GPU_POD_TEMPLATE_ENV, GPU_STAGES
+    from metarec_tasks.orchestration.deploy import GPU_POD_TEMPLATE_ENV, GPU_STAGES
 
     if template:
         monkeypatch.setenv(GPU_POD_TEMPLATE_ENV, template)
@@ -206,7 +206,7 @@ def test_dag_passes_the_gpu_pod_template_to_gpu_stages_only(airflow_db, monkeypa
 
 
 def test_init_workspace_creates_then_refreshes(tmp_path):
-    from metarec_tasks.deploy import init_workspace, parse_assignments
+    from metarec_tasks.orchestration.deploy import init_workspace, parse_assignments
     from metarec_tasks.params import load_params
 
     root, remote = tmp_path / "ws", tmp_path / "remote"
@@ -230,7 +230,7 @@ def test_init_workspace_creates_then_refreshes(tmp_path):
 
 
 def test_admin_user_is_written_for_the_simple_auth_manager(tmp_path):
-    from metarec_tasks.deploy import write_admin_user
+    from metarec_tasks.orchestration.deploy import write_admin_user
 
     path = tmp_path / "secrets" / "passwords.json"
     path.parent.mkdir()

@@ -20,13 +20,15 @@ import pytest
 import torch
 import torch.multiprocessing as torch_mp
 
-from metarec_tasks.distributed import NPROC_ENV, SINGLE, World, init_distributed
 from metarec_tasks.meta import ALGORITHMS, build_algorithm
 from metarec_tasks.meta.tasks import select
-from metarec_tasks.model_io import load_bundle
+from metarec_tasks.models.io import load_bundle
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
-from metarec_tasks.train import adapted_mae, meta_gradients, run_train
+from metarec_tasks.stages import train
+from metarec_tasks.training.distributed import NPROC_ENV, SINGLE, World, init_distributed
+from metarec_tasks.training.loop import meta_gradients
+from metarec_tasks.training.rating import adapted_mae
 from tests.helpers import BIN, REPO, build_episodes_workspace
 from tests.meta_fixtures import meta_params, random_batch, tiny_model
 
@@ -143,7 +145,7 @@ def test_torchrun_training_matches_a_single_process(episodes_ws, tmp_path):
     one, two = (shutil.copytree(episodes_ws, tmp_path / name) for name in ("one", "two"))
     for ws in (one, two):
         update_params_file(ws / "params.yaml", overrides)
-    single = run_train(load_params(one / "params.yaml"), one)
+    single = train.run(load_params(one / "params.yaml"), Workspace(one))
 
     done = train_under_torchrun(two)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -160,8 +162,8 @@ def test_torchrun_training_matches_a_single_process(episodes_ws, tmp_path):
     assert meta["best_epoch"] == single.best_epoch
     assert meta["best_val_mae"] == pytest.approx(single.best_val_mae, abs=1e-5)
     assert a.train_log.read_text().count("\n") == b.train_log.read_text().count("\n")
-    assert sorted(p.name for p in b.checkpoints.glob("*.pt")) == sorted(
-        p.name for p in a.checkpoints.glob("*.pt")
+    assert sorted(p.name for p in b.checkpoints_for("rating").glob("*.pt")) == sorted(
+        p.name for p in a.checkpoints_for("rating").glob("*.pt")
     )
 
 

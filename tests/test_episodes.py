@@ -1,14 +1,13 @@
 import pandas as pd
 
-from metarec_tasks.episodes import QUERY, SUPPORT, TEST, TRAIN, build_tasks, latest_ratings, user_split
-from metarec_tasks.logs.ingest import run_ingest
+from metarec_tasks.data.episodes import QUERY, SUPPORT, TEST, TRAIN, build_tasks, latest_ratings, user_split
 from metarec_tasks.paths import Workspace
-from metarec_tasks.validate import run_validate
+from metarec_tasks.stages import ingest, validate
 
 
 def _tasks(tmp_path, params):
-    run_ingest(params, tmp_path)
-    run_validate(params, tmp_path)
+    ingest.run(params, Workspace(tmp_path))
+    validate.run(params, Workspace(tmp_path))
     events = pd.read_parquet(Workspace(tmp_path).validated / "events.parquet")
     ratings = latest_ratings(events)
     new_since = ratings["timestamp"].max() - pd.Timedelta(days=params.episodes.new_entity_days)

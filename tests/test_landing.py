@@ -8,9 +8,9 @@ import pytest
 from landing_util import clean_landing, good_rows, ingest_and_validate, landing_params
 
 from metarec_tasks.logs import landing
-from metarec_tasks.logs.ingest import run_ingest
 from metarec_tasks.logs.synth_landing import write_synthetic_landing, write_table
 from metarec_tasks.paths import Workspace
+from metarec_tasks.stages import ingest
 
 CONTRACT = ["user_id", "item_id", "event_type", "value", "timestamp"]
 
@@ -24,8 +24,8 @@ def test_every_format_reads_like_csv(tmp_path, fmt):
     params = landing_params(tmp_path / "csv")
     write_synthetic_landing(params, tmp_path / "csv" / "landing", 2, "csv")
     write_synthetic_landing(params, tmp_path / fmt / "landing", 2, fmt)
-    run_ingest(params, tmp_path / "csv")
-    run_ingest(params, tmp_path / fmt)
+    ingest.run(params, Workspace(tmp_path / "csv"))
+    ingest.run(params, Workspace(tmp_path / fmt))
     a = pd.read_parquet(Workspace(tmp_path / "csv").raw / "events.parquet")
     b = pd.read_parquet(Workspace(tmp_path / fmt).raw / "events.parquet")
     assert len(a) > 100
@@ -55,12 +55,12 @@ def test_rerun_with_same_files_changes_nothing_and_late_file_adds_only_its_rows(
     params = landing_params(tmp_path)
     folder = clean_landing(tmp_path, params)
     ws = Workspace(tmp_path)
-    run_ingest(params, tmp_path)
+    ingest.run(params, Workspace(tmp_path))
     first = _md5(ws.raw / "events.parquet"), _md5(ws.raw_manifest)
-    run_ingest(params, tmp_path)
+    ingest.run(params, Workspace(tmp_path))
     assert (_md5(ws.raw / "events.parquet"), _md5(ws.raw_manifest)) == first
     write_synthetic_landing(params, tmp_path / "landing", params.source.history_days)  # same bytes again
-    run_ingest(params, tmp_path)
+    ingest.run(params, Workspace(tmp_path))
     assert (_md5(ws.raw / "events.parquet"), _md5(ws.raw_manifest)) == first
 
     before = pd.read_parquet(ws.raw / "events.parquet")
@@ -110,7 +110,7 @@ def test_ids_stay_text_so_007_and_7_never_collide(tmp_path):
 def test_manifest_records_each_file(tmp_path):
     params = landing_params(tmp_path)
     clean_landing(tmp_path, params)
-    summary = run_ingest(params, tmp_path)
+    summary = ingest.run(params, Workspace(tmp_path))
     names = {f["source_file"] for f in summary.files}
     assert "date=2026-10-20/users.csv" in names and len(names) == 3 * 3
     assert all(len(f["sha256"]) == 64 and f["status"] == "read" for f in summary.files)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score
 
-from metarec_tasks import metrics
+from metarec_tasks.evaluation import metrics
 
 RNG = np.random.default_rng(7)
 

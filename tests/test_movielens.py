@@ -43,8 +43,8 @@ def test_replay_keeps_order_and_fills_the_window(ml100k):
 
 
 def test_movielens_run_validates_cleanly(tmp_path, tiny_params, ml100k):
-    from metarec_tasks.logs.ingest import run_ingest
-    from metarec_tasks.validate import run_validate
+    from metarec_tasks.paths import Workspace
+    from metarec_tasks.stages import ingest, validate
 
     params = tiny_params.model_copy(
         update={
@@ -53,8 +53,8 @@ def test_movielens_run_validates_cleanly(tmp_path, tiny_params, ml100k):
             )
         }
     )
-    run_ingest(params, tmp_path)
-    report = run_validate(params, tmp_path)
+    ingest.run(params, Workspace(tmp_path))
+    report = validate.run(params, Workspace(tmp_path))
     assert report.rows_in == 100_000 and report.rows_quarantined == 0
 
 

@@ -5,9 +5,8 @@ import subprocess
 
 import pytest
 
+from metarec_tasks.stages import STAGES
 from tests.helpers import BIN
-
-STAGES = ("ingest", "validate", "episodes", "train", "finetune", "evaluate", "publish")
 
 
 def dvc(root, *args):

@@ -1,8 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from metarec_tasks.episodes import QUERY, SUPPORT, TEST, TRAIN, VALIDATION
-from metarec_tasks.protocol import (
+from benchmarks.protocol import (
     Protocol,
     assign_roles,
     eligible_ratings,
@@ -10,6 +9,7 @@ from metarec_tasks.protocol import (
     truncate_support,
     user_folds,
 )
+from metarec_tasks.data.episodes import QUERY, SUPPORT, TEST, TRAIN, VALIDATION
 
 
 def _ratings(seed=0, users=60):

@@ -6,8 +6,8 @@ import pandas as pd
 from landing_util import clean_landing, ingest_and_validate, landing_params
 from sqlalchemy import select
 
-from metarec_tasks.publish import quality_rows
-from metarec_tasks.warehouse import RunRecord, connect, data_quality, publish_run
+from metarec_tasks.publishing.records import quality_rows
+from metarec_tasks.publishing.warehouse import RunRecord, connect, data_quality, publish_run
 
 
 def test_quality_summary_is_written_per_check_and_reason(tmp_path):

@@ -8,22 +8,18 @@ import pytest
 import torch
 
 from metarec_tasks.meta import ALGORITHMS
+from metarec_tasks.meta.functional import make_engine
+from metarec_tasks.meta.objectives import LOG_Q, bpr, sampled_softmax
 from metarec_tasks.meta.tasks import Catalog
-from metarec_tasks.params import MetaParams, RankingParams
+from metarec_tasks.models.ranking import RankDims, RankNet, load_rank_model, save_rank_model
+from metarec_tasks.params import MetaParams, RankingParams, load_params
 from metarec_tasks.ranking import baselines as bl
-from metarec_tasks.ranking.engine import LOG_Q
+from metarec_tasks.ranking.data import EvalUsers, RankContext
 from metarec_tasks.ranking.episodes import NegativeSampler, item_features, sample_episodes, user_items
-from metarec_tasks.ranking.fit import (
-    EvalUsers,
-    RankContext,
-    catalog_recall,
-    rank_users,
-    ranking_algorithm,
-    train_rankers,
-)
-from metarec_tasks.ranking.model import RankDims, RankNet, load_rank_model, save_rank_model
-from metarec_tasks.ranking.objectives import bpr, sampled_softmax
-from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, top_k
+from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, rank_users, top_k
+from metarec_tasks.training.checkpoint import Checkpoints
+from metarec_tasks.training.ranker import catalog_recall, meta_train, ranking_algorithm, warm_up
+from tests.helpers import REPO
 
 N_ITEMS, N_USERS = 24, 60
 DIMS = RankDims(user_cat_sizes=[3], item_cat_sizes=[4], item_multi_sizes={}, n_item_ids=N_ITEMS, dim=6)
@@ -40,7 +36,17 @@ META = MetaParams(
     pretrain_batch_size=8,
     first_order_epochs=1,
     multi_step_loss_epochs=2,
+    support_subsample=False,
+    amp=False,
+    checkpoint_every=1,
 )
+DEFAULTS = load_params(REPO / "params.yaml")
+
+
+def rank_params(meta: dict | None = None, **ranking) -> RankingParams:
+    """The committed `ranking` block with these changes (`meta`: changes to its meta block)."""
+    changed_meta = DEFAULTS.ranking.meta.model_copy(update=meta or {})
+    return DEFAULTS.ranking.model_copy(update={**ranking, "meta": changed_meta})
 
 
 def two_taste_world(seed: int = 0):
@@ -100,12 +106,12 @@ def test_logq_correction_discounts_frequently_sampled_negatives():
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_every_algorithm_meta_learns_the_ranking_objective_vectorized(name):
     catalog, events = two_taste_world()
-    rp = RankingParams(negatives=5, meta_batch_size=8)
+    rp = rank_params({"meta_batch_size": 8}, negatives=5)
     train = user_items(events, catalog, rp.event_weights)
     ctx = context(catalog, train, rp)
     torch.manual_seed(0)
     model = RankNet(DIMS)
-    algorithm = ranking_algorithm(rp, META, model, name)
+    algorithm = ranking_algorithm(rp, model, name)
     users, support, query = sample_episodes(train.subset(np.arange(8)), 3, 3, ctx.rng)
     batch = ctx.batch(users, support, query)
     loss = algorithm.meta_loss(model, batch)
@@ -119,11 +125,11 @@ def test_every_algorithm_meta_learns_the_ranking_objective_vectorized(name):
 
 @pytest.mark.parametrize("loss", ["softmax", "bpr"])
 def test_vectorized_ranking_engine_matches_the_naive_loop(loss):
+
     from metarec_tasks.meta import build_algorithm
-    from metarec_tasks.ranking.engine import ranking_engine
 
     catalog, events = two_taste_world()
-    rp = RankingParams(negatives=5, loss=loss)
+    rp = rank_params(negatives=5, loss=loss)
     train = user_items(events, catalog, rp.event_weights)
     ctx = context(catalog, train, rp)
     users, support, query = sample_episodes(train.subset(np.arange(6)), 4, 3, ctx.rng)
@@ -135,7 +141,7 @@ def test_vectorized_ranking_engine_matches_the_naive_loop(loss):
         batch.support.item[LOG_Q] = batch.support.item[LOG_Q].double()
         batch.query.item[LOG_Q] = batch.query.item[LOG_Q].double()
         algorithm = build_algorithm(
-            META.model_copy(update={"adapt": "mlp"}), model, ranking_engine(loss, reference)
+            META.model_copy(update={"adapt": "mlp"}), model, make_engine(loss, reference)
         )
         algorithm.meta_loss(model, batch).backward()
         grads.append({k: v.grad.clone() for k, v in model.named_parameters() if v.grad is not None})
@@ -146,7 +152,9 @@ def test_vectorized_ranking_engine_matches_the_naive_loop(loss):
 
 def test_meta_trained_ranker_beats_popularity_on_a_two_taste_world(tmp_path):
     catalog, events = two_taste_world()
-    rp = RankingParams(negatives=8, dim=6, epochs=15, pretrain_epochs=2, meta_batch_size=16, patience=15)
+    rp = rank_params(
+        {"epochs": 15, "pretrain_epochs": 2, "meta_batch_size": 16, "patience": 15}, negatives=8, dim=6
+    )
     train_events = events[events["user_id"].isin([f"u{u}" for u in range(40)])]
     test_events = events[~events["user_id"].isin(train_events["user_id"])]
     train = user_items(train_events, catalog, rp.event_weights)
@@ -159,8 +167,11 @@ def test_meta_trained_ranker_beats_popularity_on_a_two_taste_world(tmp_path):
     relevant = [set(catalog.item_rows(rest[rest["user_id"] == u]["item_id"]).tolist()) - {0} for u in users]
     test = EvalUsers(support, relevant)
     torch.manual_seed(0)
-    rankers = train_rankers(DIMS, ctx, train, test, META, 5)
-    recall = catalog_recall(rankers.model, rankers.algorithm, rp.inner_steps, ctx, test, 5)
+    model = warm_up(RankNet(DIMS), ctx, train)
+    algorithm = ranking_algorithm(rp, model)
+    checkpoints = Checkpoints(tmp_path / "checkpoints", "two-taste")
+    meta_train(model, algorithm, ctx, train, test, 5, checkpoints, torch.Generator().manual_seed(0))
+    recall = catalog_recall(model, algorithm, rp.meta.inner_steps, ctx, test, 5)
     matrix = bl.interaction_matrix(train.items, train.weights, N_ITEMS)
     pop = top_k(
         torch.as_tensor(bl.popularity(matrix, support.items)),
@@ -170,14 +181,12 @@ def test_meta_trained_ranker_beats_popularity_on_a_two_taste_world(tmp_path):
     pop_recall = np.mean([len(set(r) & rel) / len(rel) for r, rel in zip(pop, relevant, strict=True)])
     assert recall > pop_recall + 0.2
 
-    save_rank_model(
-        tmp_path / "rank.pt", rankers.model, {"algorithm": "maml"}, rankers.algorithm.state_dict()
-    )
+    save_rank_model(tmp_path / "rank.pt", model, {"algorithm": "maml"}, algorithm.state_dict())
     loaded, meta, _ = load_rank_model(tmp_path / "rank.pt")
     assert meta == {"algorithm": "maml"}
-    again = rank_users(loaded, rankers.algorithm, rp.inner_steps, ctx, support, 5, 4)
+    again = rank_users(loaded, algorithm, rp.meta.inner_steps, ctx, support, 5, 4)
     np.testing.assert_array_equal(
-        again, rank_users(rankers.model, rankers.algorithm, rp.inner_steps, ctx, support, 5, 4)
+        again, rank_users(model, algorithm, rp.meta.inner_steps, ctx, support, 5, 4)
     )
 
 
@@ -190,7 +199,7 @@ def test_seen_and_unavailable_items_are_never_ranked_and_pools_cap_big_catalogs(
     values, rows = top_k(scores, excluded, 6)
     allowed = rows[0][np.isfinite(values[0])].tolist()
     assert sorted(allowed) == [0, 1, 2, 3]
-    rp = RankingParams(max_catalog_items=4, pool_popular=2, pool_recent=1)
+    rp = rank_params(max_catalog_items=4, pool_popular=2, pool_recent=1)
     pool = candidate_pool(np.array([9, 1, 8, 0, 0, 0]), np.array([0, 0, 0, 0, 0, 7]), rp)
     assert pool.tolist() == [0, 2, 5]
     assert candidate_pool(np.zeros(3), np.zeros(3), rp) is None
@@ -211,10 +220,11 @@ def test_baselines_rank_what_they_should():
 
 
 def test_catalog_gate_requires_beating_every_topk_baseline():
-    from metarec_tasks.evaluate import catalog_gate
-    from metarec_tasks.params import EvaluateParams
+    from metarec_tasks.evaluation.gate import catalog_gate
 
-    ep = EvaluateParams(shrinkage=5.0, gate_baselines=["global_mean"], catalog_gate_baselines=["popularity"])
+    ep = DEFAULTS.evaluate.model_copy(
+        update={"gate_baselines": ["global_mean"], "catalog_gate_baselines": ["popularity"]}
+    )
     decision = {"passed": True, "reason": "rating gate ok"}
     results = {"model": {"catalog_recall@20": 0.3}, "popularity": {"catalog_recall@20": 0.25}}
     assert catalog_gate(decision, results, ep)["passed"]
@@ -226,13 +236,11 @@ def test_catalog_gate_requires_beating_every_topk_baseline():
 
 def test_rating_term_of_objective_both_is_the_adapted_rating_minus_the_mean():
     from metarec_tasks.meta import build_algorithm
-    from metarec_tasks.params import load_params
-    from metarec_tasks.ranking.stage import rating_term
-    from tests.helpers import REPO
+    from metarec_tasks.personalization.ranking import rating_term
     from tests.meta_fixtures import DIMS as RATING_DIMS
     from tests.meta_fixtures import tiny_model
 
-    params = load_params(REPO / "params.yaml")
+    params = DEFAULTS
     model = tiny_model(torch.float32)
     algorithm = build_algorithm(META, model)
     n = RATING_DIMS.n_item_ids

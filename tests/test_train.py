@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarec_tasks.cli import EXIT_TRAINING, main
-from metarec_tasks.errors import ModelFileError
-from metarec_tasks.model_io import load_bundle, save_model
+from metarec_tasks.errors import EXIT_TRAINING, ModelFileError
+from metarec_tasks.models.io import load_bundle, save_model
+from metarec_tasks.orchestration.cli import main
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
-from metarec_tasks.train import run_train
+from metarec_tasks.stages import train
 from tests.helpers import BIN, REPO, build_episodes_workspace
 from tests.meta_fixtures import tiny_model
 
@@ -53,7 +53,7 @@ def test_two_runs_give_identical_weights_on_cpu(episodes_ws, tmp_path):
     a = clone(episodes_ws, tmp_path / "a", overrides)
     b = clone(episodes_ws, tmp_path / "b", overrides)
     for ws in (a, b):
-        run_train(load_params(ws / "params.yaml"), ws)
+        train.run(load_params(ws / "params.yaml"), Workspace(ws))
     assert_same_weights(Workspace(a).model_file, Workspace(b).model_file)
     assert_same_weights(Workspace(a).pretrained_model_file, Workspace(b).pretrained_model_file)
     # Meta-SGD's learned inner learning rates live in the model file and moved away from their start.
@@ -68,7 +68,7 @@ def test_nonfinite_loss_stops_training_and_writes_no_model(episodes_ws, tmp_path
     previous.write_bytes(b"yesterday's model")
     assert main(["--root", str(ws), "train"]) == EXIT_TRAINING
     assert previous.read_bytes() == b"yesterday's model"  # untouched, not replaced by a broken one
-    assert not list(Workspace(ws).checkpoints.glob("*.pt"))
+    assert not list(Workspace(ws).checkpoints.rglob("*.pt"))
 
 
 def test_foreign_model_files_are_refused(tmp_path):
@@ -96,7 +96,7 @@ def test_training_resumes_after_sigkill_and_matches_an_uninterrupted_run(episode
     overrides = {"meta.epochs": 10, "meta.patience": 10, "meta.checkpoint_every": 1, "run.device": "cpu"}
     killed = clone(episodes_ws, tmp_path / "killed", overrides)
     clean = clone(episodes_ws, tmp_path / "clean", overrides)
-    checkpoints = Workspace(killed).checkpoints
+    checkpoints = Workspace(killed).checkpoints_for("rating")
     command = [str(BIN / "metarec"), "--root", str(killed), "train"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -118,20 +118,22 @@ def test_training_resumes_after_sigkill_and_matches_an_uninterrupted_run(episode
 
 def test_checkpoint_of_another_run_is_not_resumed(episodes_ws, tmp_path):
     ws = clone(episodes_ws, tmp_path / "ws", {**FAST, "meta.epochs": 3})
-    run_train(load_params(ws / "params.yaml"), ws)
-    assert run_train(load_params(ws / "params.yaml"), ws).resumed_from == 3  # same run: resumes
+    train.run(load_params(ws / "params.yaml"), Workspace(ws))
+    assert train.run(load_params(ws / "params.yaml"), Workspace(ws)).resumed_from == 3  # same run: resumes
     update_params_file(ws / "params.yaml", {"meta.inner_lr": 0.04, "meta.epochs": 2})
-    assert run_train(load_params(ws / "params.yaml"), ws).resumed_from is None  # another run: fresh
+    assert (
+        train.run(load_params(ws / "params.yaml"), Workspace(ws)).resumed_from is None
+    )  # another run: fresh
     # The other run's (higher-numbered) checkpoints are gone, so this run's are found again.
-    assert run_train(load_params(ws / "params.yaml"), ws).resumed_from == 2
+    assert train.run(load_params(ws / "params.yaml"), Workspace(ws)).resumed_from == 2
 
 
 def test_warm_start_copies_the_champion_and_maps_item_rows(tmp_path):
     from dataclasses import replace
 
     from metarec_tasks.meta import build_algorithm
-    from metarec_tasks.model import RatingNet
-    from metarec_tasks.warm_start import warm_start
+    from metarec_tasks.models.rating import RatingNet
+    from metarec_tasks.training.warm_start import warm_start
     from tests.test_meta_equivalence import meta_params
 
     champion = tiny_model(torch.float32, seed=1)
@@ -157,8 +159,8 @@ def test_warm_start_copies_the_champion_and_maps_item_rows(tmp_path):
 @pytest.mark.parametrize("name", ["metasgd", "mamlpp"])
 def test_learned_inner_rates_travel_with_the_model_file(name, tiny_params, tmp_path):
     """finetune adapts with the rates training learned, restored from the model file."""
-    from metarec_tasks.finetune import load_adapting_model
     from metarec_tasks.meta import build_algorithm
+    from metarec_tasks.stages.finetune import load_adapting_model
 
     model = tiny_model(torch.float32)
     mp = tiny_params.meta.model_copy(update={"algorithm": name})

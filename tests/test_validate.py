@@ -5,10 +5,9 @@ import pytest
 
 from metarec_tasks.errors import DataQualityError
 from metarec_tasks.logs.contract import REQUIRED_EVENT_COLUMNS
-from metarec_tasks.logs.ingest import run_ingest
 from metarec_tasks.paths import Workspace
 from metarec_tasks.quality.suite import build_event_suite
-from metarec_tasks.validate import run_validate
+from metarec_tasks.stages import ingest, validate
 
 PLANTED = {
     "null_user_id": {"user_id": None},
@@ -26,7 +25,7 @@ def _raw(tmp_path, params):
     clean = params.model_copy(
         update={"synthetic": params.synthetic.model_copy(update={"bad_row_share": 0.0})}
     )
-    run_ingest(clean, tmp_path)
+    ingest.run(clean, Workspace(tmp_path))
     return pd.read_parquet(Workspace(tmp_path).raw / "events.parquet")
 
 
@@ -64,7 +63,7 @@ def test_planted_bad_rows_are_quarantined_and_good_rows_kept(tmp_path, tiny_para
     planted = _plant(events)
     planted.drop(columns="_expected").to_parquet(Workspace(tmp_path).raw / "events.parquet")
 
-    report = run_validate(tiny_params, tmp_path)
+    report = validate.run(tiny_params, Workspace(tmp_path))
 
     ws = Workspace(tmp_path)
     valid = pd.read_parquet(ws.validated / "events.parquet")
@@ -88,7 +87,7 @@ def test_too_many_bad_rows_fail_with_file_check_and_numbers(tmp_path, tiny_param
     broken.to_parquet(Workspace(tmp_path).raw / "events.parquet")
 
     with pytest.raises(DataQualityError) as err:
-        run_validate(tiny_params, tmp_path)
+        validate.run(tiny_params, Workspace(tmp_path))
     message = str(err.value)
     assert (
         "max_bad_row_share" in message
@@ -104,7 +103,7 @@ def test_missing_column_fails_the_batch(tmp_path, tiny_params):
     events = _raw(tmp_path, tiny_params).drop(columns=["value"])
     events.to_parquet(Workspace(tmp_path).raw / "events.parquet")
     with pytest.raises(DataQualityError, match=r"required_columns failed for events.parquet.*'value'"):
-        run_validate(tiny_params, tmp_path)
+        validate.run(tiny_params, Workspace(tmp_path))
 
 
 def test_empty_day_fails(tmp_path, tiny_params):
@@ -112,4 +111,4 @@ def test_empty_day_fails(tmp_path, tiny_params):
     day = events["partition_date"].iloc[0]
     events[events["partition_date"] != day].to_parquet(Workspace(tmp_path).raw / "events.parquet")
     with pytest.raises(DataQualityError, match=f"min_rows failed for date={day}: observed 0"):
-        run_validate(tiny_params, tmp_path)
+        validate.run(tiny_params, Workspace(tmp_path))

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from metarec_tasks.publish import decide
-from metarec_tasks.warehouse import (
+from metarec_tasks.publishing.champion import decide
+from metarec_tasks.publishing.warehouse import (
     LATEST_VIEW,
     RunRecord,
     champion,
@@ -30,7 +30,7 @@ def engine(request, tmp_path):
     if request.param == "postgresql":
         from sqlalchemy import text
 
-        from metarec_tasks.warehouse import metadata
+        from metarec_tasks.publishing.warehouse import metadata
 
         with engine.begin() as conn:
             conn.execute(text(f"DROP VIEW IF EXISTS {LATEST_VIEW}"))

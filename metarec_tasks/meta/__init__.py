@@ -11,7 +11,7 @@
 Every algorithm adapts only the parameter groups `meta.adapt` names (mlp: MeLU, head: ANIL, all), runs
 its inner loop vectorized over tasks (`functional.VECTORIZED`), and can be run with the naive loop
 (`functional.REFERENCE`) in tests. Non-meta baselines: `baselines.py` (statistics) and the pretrained
-network of `metarec_tasks/supervised.py`.
+network of `metarec_tasks/training/supervised.py`.
 
 Adding an algorithm: one new module subclassing `MetaAlgorithm`, one line in `ALGORITHMS`. Algorithms
 with learned state (inner learning rates) are built against the model, whose parameters shape it.

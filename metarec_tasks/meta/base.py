@@ -15,7 +15,7 @@ from torch import nn
 
 from metarec_tasks.meta.functional import VECTORIZED, Engine, Trajectory
 from metarec_tasks.meta.tasks import InteractionSet, TaskBatch
-from metarec_tasks.model import ParamDict, split_params
+from metarec_tasks.models.rating import ParamDict, split_params
 from metarec_tasks.params import AdaptGroup
 
 

@@ -1,10 +1,12 @@
-"""Pure functions over parameter dicts: the inner loop every meta-learner shares, in two engines.
+"""Pure functions over parameter dicts: the one inner loop every meta-learner shares, in two engines.
 
-- `VECTORIZED` (production): one task's inner loop is a plain function of its rows, lifted over a batch
+An engine is parametrized by a per-task objective (`meta.objectives`: masked MSE for ratings,
+sampled softmax or BPR for ranking), so one implementation serves the rating model and the ranker.
+- vectorized (production): one task's inner loop is a plain function of its rows, lifted over a batch
   of padded tasks with `torch.func.vmap`; gradients with `torch.func.grad`. No per-task Python loop.
-  When the encoder (embeddings) is not adapted, each task's rows are encoded once and reused by every
-  step, which is most of the forward pass.
-- `REFERENCE` (tests and benchmarks only): the naive loop — per task, clone the parameters, full
+  When the encoder (embeddings) is not adapted, each task's rows are encoded once (the model's
+  `part="encode"`) and reused by every step, which is most of the forward pass.
+- reference (tests and benchmarks only): the naive loop — per task, clone the parameters, full
   forward, `torch.autograd.grad` — the ground truth the vectorized engine must match.
 
 Both return the inner-loop *trajectory* (the adapted parameters after each step, with a leading task
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch.func import functional_call, grad, vmap
 
+from metarec_tasks.meta.objectives import OBJECTIVES, Objective
 from metarec_tasks.meta.tasks import InteractionSet
-from metarec_tasks.model import ENCODER_PREFIX, Features, ParamDict, masked_mse
+from metarec_tasks.models.rating import ENCODER_PREFIX, Features, ParamDict
 
 # Learning rate of inner step `step` for parameter `name`: a float (MAML), a scalar tensor per step and
 # layer (MAML++), or a tensor shaped like the parameter (Meta-SGD). Learned ones are tensors that
@@ -33,27 +37,35 @@ def constant_step(lr: float) -> StepSize:
     return lambda step, name: lr
 
 
-def predict(model: torch.nn.Module, params: ParamDict, user: Features, item: Features) -> torch.Tensor:
-    return functional_call(model, params, (user, item))
+def predict(model: torch.nn.Module, params: ParamDict, user: Features, item: Features, encoded=None):
+    """Per-row scores under `params`; `encoded` (from `encode`) skips the encoder."""
+    return functional_call(model, params, (user, item), {} if encoded is None else {"encoded": encoded})
 
 
 def task_loss(
-    model, params: ParamDict, user: Features, item: Features, target: torch.Tensor, mask: torch.Tensor
+    objective: Objective,
+    model,
+    params: ParamDict,
+    user: Features,
+    item: Features,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    encoded=None,
 ) -> torch.Tensor:
-    return masked_mse(predict(model, params, user, item), target, mask)
+    return objective(predict(model, params, user, item, encoded), target, mask, item)
 
 
 def encoder_adapts(fast: ParamDict) -> bool:
     return any(name.startswith(ENCODER_PREFIX) for name in fast)
 
 
-def encode(model, shared: ParamDict, user: Features, item: Features) -> torch.Tensor:
+def encode(model, shared: ParamDict, user: Features, item: Features):
     """The encoder's output for these rows under the (shared) parameters given."""
-    weights = {k.removeprefix(ENCODER_PREFIX): v for k, v in shared.items() if k.startswith(ENCODER_PREFIX)}
-    return functional_call(model.encoder, weights, (user, item))
+    return functional_call(model, shared, (user, item), {"part": "encode"})
 
 
 def inner_trajectory(
+    objective: Objective,
     model,
     fast: ParamDict,
     shared: ParamDict,
@@ -66,16 +78,10 @@ def inner_trajectory(
     first_order: bool,
 ) -> Trajectory:
     """`steps` SGD steps on one task's support rows; differentiable unless `first_order`."""
-    if encoder_adapts(fast):
+    encoded = None if encoder_adapts(fast) else encode(model, shared, user, item)
 
-        def support_loss(params: ParamDict) -> torch.Tensor:
-            return task_loss(model, {**shared, **params}, user, item, target, mask)
-    else:
-        encoded = encode(model, shared, user, item)
-
-        def support_loss(params: ParamDict) -> torch.Tensor:
-            prediction = functional_call(model, {**shared, **params}, (None, None), {"encoded": encoded})
-            return masked_mse(prediction, target, mask)
+    def support_loss(params: ParamDict) -> torch.Tensor:
+        return task_loss(objective, model, {**shared, **params}, user, item, target, mask, encoded)
 
     return sgd_trajectory(support_loss, fast, steps, step_size, first_order)
 
@@ -83,8 +89,8 @@ def inner_trajectory(
 def sgd_trajectory(
     support_loss, fast: ParamDict, steps: int, step_size: StepSize, first_order: bool
 ) -> Trajectory:
-    """The inner loop every objective shares: `steps` SGD steps on `support_loss`, every iterate kept
-    (MAML++'s multi-step loss scores them all); differentiable unless `first_order`."""
+    """`steps` SGD steps on `support_loss`, every iterate kept (MAML++'s multi-step loss scores them
+    all); differentiable unless `first_order`."""
     trajectory = []
     for step in range(steps):
         grads = grad(support_loss)(fast)
@@ -96,6 +102,7 @@ def sgd_trajectory(
 
 
 def adapt_batch(
+    objective: Objective,
     model,
     fast: ParamDict,
     shared: ParamDict,
@@ -107,16 +114,20 @@ def adapt_batch(
     """Every task's trajectory at once: each tensor gains a leading task dim."""
 
     def one_task(user, item, target, mask):
-        return inner_trajectory(model, fast, shared, user, item, target, mask, steps, step_size, first_order)
+        return inner_trajectory(
+            objective, model, fast, shared, user, item, target, mask, steps, step_size, first_order
+        )
 
     return vmap(one_task)(support.user, support.item, support.target, support.mask)
 
 
-def losses_batch(model, adapted: ParamDict, shared: ParamDict, rows: InteractionSet) -> torch.Tensor:
+def losses_batch(
+    objective: Objective, model, adapted: ParamDict, shared: ParamDict, rows: InteractionSet
+) -> torch.Tensor:
     """[T] loss of each task's adapted parameters on its own rows (e.g. the query set)."""
 
     def one_task(params, user, item, target, mask):
-        return task_loss(model, {**shared, **params}, user, item, target, mask)
+        return task_loss(objective, model, {**shared, **params}, user, item, target, mask)
 
     return vmap(one_task)(adapted, rows.user, rows.item, rows.target, rows.mask)
 
@@ -146,6 +157,7 @@ def score_catalog(
 
 
 def adapt_reference(
+    objective: Objective,
     model,
     fast: ParamDict,
     shared: ParamDict,
@@ -156,10 +168,10 @@ def adapt_reference(
 ) -> Trajectory:
     """The naive per-task loop with `torch.autograd.grad`: the ground truth in tests and benchmarks."""
     with torch.enable_grad():  # `MetaAlgorithm.adapt` runs under no_grad; this loop needs autograd
-        return _adapt_reference(model, fast, shared, support, steps, step_size, first_order)
+        return _adapt_reference(objective, model, fast, shared, support, steps, step_size, first_order)
 
 
-def _adapt_reference(model, fast, shared, support, steps, step_size, first_order) -> Trajectory:
+def _adapt_reference(objective, model, fast, shared, support, steps, step_size, first_order) -> Trajectory:
     per_task: list[Trajectory] = []
     for t in range(support.target.shape[0]):
         params = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in fast.items()}
@@ -167,7 +179,9 @@ def _adapt_reference(model, fast, shared, support, steps, step_size, first_order
         item = {k: v[t] for k, v in support.item.items()}
         trajectory = []
         for step in range(steps):
-            loss = task_loss(model, {**shared, **params}, user, item, support.target[t], support.mask[t])
+            loss = task_loss(
+                objective, model, {**shared, **params}, user, item, support.target[t], support.mask[t]
+            )
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
             params = {
                 name: p - step_size(step, name) * g
@@ -180,24 +194,39 @@ def _adapt_reference(model, fast, shared, support, steps, step_size, first_order
     ]
 
 
-def losses_reference(model, adapted: ParamDict, shared: ParamDict, rows: InteractionSet) -> torch.Tensor:
+def losses_reference(
+    objective: Objective, model, adapted: ParamDict, shared: ParamDict, rows: InteractionSet
+) -> torch.Tensor:
     losses = []
     for t in range(rows.target.shape[0]):
         params = {**shared, **{k: v[t] for k, v in adapted.items()}}
         user = {k: v[t] for k, v in rows.user.items()}
         item = {k: v[t] for k, v in rows.item.items()}
-        losses.append(task_loss(model, params, user, item, rows.target[t], rows.mask[t]))
+        losses.append(task_loss(objective, model, params, user, item, rows.target[t], rows.mask[t]))
     return torch.stack(losses)
 
 
 @dataclass(frozen=True)
 class Engine:
-    """How an algorithm runs its inner loop: vectorized in production, the naive loop in tests."""
+    """How an algorithm runs its inner loop for one objective: vectorized, or the naive loop in tests.
+
+    Algorithms only call `adapt` (the inner trajectory) and `losses` (per-task query losses), so any
+    algorithm of `metarec_tasks.meta` learns any objective unchanged."""
 
     name: str
     adapt: Callable[..., Trajectory]
     losses: Callable[..., torch.Tensor]
 
 
-VECTORIZED = Engine("vectorized", adapt_batch, losses_batch)
-REFERENCE = Engine("reference", adapt_reference, losses_reference)
+def make_engine(objective: str = "mse", reference: bool = False) -> Engine:
+    """The engine for objective `objective` (`meta.objectives.OBJECTIVES`); `reference`: the naive loop."""
+    loss = OBJECTIVES[objective]
+    if reference:
+        return Engine(
+            f"{objective}-reference", partial(adapt_reference, loss), partial(losses_reference, loss)
+        )
+    return Engine(f"{objective}-vectorized", partial(adapt_batch, loss), partial(losses_batch, loss))
+
+
+VECTORIZED = make_engine("mse")  # the rating model's engines
+REFERENCE = make_engine("mse", reference=True)

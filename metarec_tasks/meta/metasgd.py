@@ -12,7 +12,7 @@ from torch import nn
 from metarec_tasks.meta.base import InnerLoop, MetaAlgorithm, learned_key
 from metarec_tasks.meta.functional import VECTORIZED, Engine
 from metarec_tasks.meta.tasks import TaskBatch
-from metarec_tasks.model import split_params
+from metarec_tasks.models.rating import split_params
 
 
 class MetaSGD(MetaAlgorithm):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from metarec_tasks.meta.tasks import InteractionSet, TaskBatch
-from metarec_tasks.model import NetDims
+from metarec_tasks.models.rating import NetDims
 
 
 def random_rows(

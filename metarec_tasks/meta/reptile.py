@@ -14,7 +14,7 @@ from torch import nn
 
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.tasks import TaskBatch
-from metarec_tasks.model import split_params
+from metarec_tasks.models.rating import split_params
 
 
 class Reptile(MetaAlgorithm):

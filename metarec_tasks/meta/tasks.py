@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec_tasks.episodes import QUERY, SUPPORT
-from metarec_tasks.features import Vocabulary, encode_items, encode_users
+from metarec_tasks.data.episodes import QUERY, SUPPORT
+from metarec_tasks.data.features import Vocabulary, encode_items, encode_users
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
-from metarec_tasks.model import Features
+from metarec_tasks.models.rating import Features
 
 
 @dataclass

@@ -15,9 +15,9 @@ import pandas as pd
 import torch
 
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.meta.objectives import LOG_Q
 from metarec_tasks.meta.tasks import Catalog, InteractionSet, TaskBatch
-from metarec_tasks.model import Features
-from metarec_tasks.ranking.engine import LOG_Q
+from metarec_tasks.models.rating import Features
 
 
 @dataclass

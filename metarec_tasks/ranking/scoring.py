@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.func import functional_call, vmap
 
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.tasks import TaskBatch
-from metarec_tasks.model import Features, split_params
+from metarec_tasks.models.rating import Features, ParamDict, split_params
 from metarec_tasks.params import RankingParams
-from metarec_tasks.ranking.engine import item_table, user_vectors
+from metarec_tasks.ranking.data import RankContext
+from metarec_tasks.ranking.episodes import UserItems
+from metarec_tasks.training.runtime import to_device
 
 
 def adapted_users(model, algorithm: MetaAlgorithm, batch: TaskBatch, steps: int):
@@ -29,6 +32,20 @@ def adapted_users(model, algorithm: MetaAlgorithm, batch: TaskBatch, steps: int)
     )
 
 
+def user_vectors(model, adapted: ParamDict, shared: ParamDict, user: Features) -> torch.Tensor:
+    """[T, dim] adapted user vectors; `user` holds one feature row per task."""
+
+    def one_task(params, u):
+        return functional_call(model, {**shared, **params}, (u, None), {"part": "user"})
+
+    return vmap(one_task)(adapted, user)
+
+
+def item_table(model, shared: ParamDict, items: Features) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n_items, dim] item vectors, [n_items] biases) under the shared (never adapted) item tower."""
+    return functional_call(model, shared, (None, items), {"part": "item"})
+
+
 def score_items(
     model, algorithm: MetaAlgorithm, batch: TaskBatch, steps: int, items: Features
 ) -> torch.Tensor:
@@ -39,6 +56,32 @@ def score_items(
         vectors = user_vectors(model, adapted, shared, user)
         table, bias = item_table(model, shared, items)
         return vectors @ table.T + bias
+
+
+def rank_users(
+    model,
+    algorithm: MetaAlgorithm,
+    steps: int,
+    ctx: RankContext,
+    support: UserItems,
+    k: int,
+    chunk: int,
+    require_finite: bool = False,
+) -> np.ndarray | None:
+    """[users, k] catalog rows of each user's top-k (support items and unavailable items excluded),
+    adapted in chunks on the model's device; None if `require_finite` and a score is not finite."""
+    device = next(model.parameters()).device
+    items = {name: value.to(device) for name, value in ctx.items.items()}
+    out = []
+    for start in range(0, len(support), chunk):
+        part = support.subset(np.arange(start, min(start + chunk, len(support))))
+        batch = to_device(ctx.support_batch(part), device)
+        scores = score_items(model, algorithm, batch, steps, items)
+        if require_finite and not bool(torch.isfinite(scores).all()):
+            return None
+        _, rows = top_k(scores, exclusion_mask(part.items, ctx.unavailable), k)
+        out.append(rows)
+    return np.concatenate(out) if out else np.zeros((0, k), np.int64)
 
 
 def candidate_pool(counts: np.ndarray, first_seen: np.ndarray, rp: RankingParams) -> np.ndarray | None:

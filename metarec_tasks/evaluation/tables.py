@@ -1,0 +1,103 @@
+"""Per-user holdout tables: every predictor scored on the same rows, summarized with 95% CIs.
+
+Every `pred_<name>` column of the holdout predictions is a predictor scored on the same query rows,
+and every predictor in `holdout_topk.parquet` is ranked over the same full catalog, so the model and
+the baselines are compared on identical ground; each holdout user counts once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metarec_tasks.evaluation import metrics as m
+from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.params import EvaluateParams
+
+MODEL = "model"
+SUPPORT_BUCKETS = (1, 3, 5, 10, 20)
+LOWER_IS_BETTER_METRICS = ("mae", "rmse")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric in LOWER_IS_BETTER_METRICS
+
+
+def predictor_columns(holdout: pd.DataFrame) -> dict[str, str]:
+    return {c.removeprefix("pred_"): c for c in holdout.columns if c.startswith("pred_")}
+
+
+def per_user_scores(holdout: pd.DataFrame, column: str, ep: EvaluateParams) -> pd.DataFrame:
+    """One row per holdout user: every query-set metric of one predictor."""
+    rows = []
+    for user, group in holdout.groupby(USER_KEY, sort=True):
+        truth, pred = group["value"].to_numpy(float), group[column].to_numpy(float)
+        row = {
+            USER_KEY: user,
+            "mae": float(np.mean(np.abs(truth - pred))),
+            "rmse": float(np.sqrt(np.mean((truth - pred) ** 2))),
+        }
+        for k in ep.ndcg_ks:
+            row[f"ndcg@{k}"] = m.ndcg_graded(truth, pred, k)
+        relevant = m.top_rated_relevance(truth, ep.binary_relevant)
+        binary = m.binary_metrics(relevant, pred, ep.binary_k)
+        row |= {f"bin_{name}" if name.startswith("ndcg") else name: v for name, v in binary.items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_user_catalog(
+    topk: pd.DataFrame, holdout: pd.DataFrame, predictor: str, ep: EvaluateParams
+) -> pd.DataFrame:
+    """Full-catalog Recall/nDCG@K per holdout user with at least one relevant held-out item."""
+    relevant = holdout[holdout["value"] >= ep.relevance_threshold].groupby(USER_KEY)[ITEM_KEY].agg(set)
+    ranked = (
+        topk[topk["predictor"] == predictor]
+        .sort_values([USER_KEY, "rank"])
+        .groupby(USER_KEY)[ITEM_KEY]
+        .agg(list)
+    )
+    rows = []
+    for user, items in relevant.items():
+        scores = m.catalog_metrics(ranked.get(user, []), items, ep.catalog_k)
+        rows.append({USER_KEY: user, **{f"catalog_{k}": v for k, v in scores.items()}})
+    return pd.DataFrame(rows)
+
+
+def summarize(per_user: pd.DataFrame) -> dict[str, float]:
+    """Mean and 95% CI half-width of every metric column, plus the number of users."""
+    out: dict[str, float] = {"users": len(per_user)}
+    for column in per_user.columns.drop(USER_KEY):
+        mean, half = m.mean_ci95(per_user[column].to_numpy(float))
+        out[column], out[f"{column}_ci95"] = mean, half
+    return out
+
+
+def scenario_of(holdout: pd.DataFrame) -> pd.Series:
+    user = np.where(holdout["user_new"], "new_user", "existing_user")
+    item = np.where(holdout["item_new"], "new_item", "existing_item")
+    return pd.Series(user, index=holdout.index) + "/" + pd.Series(item, index=holdout.index)
+
+
+def support_bucket(sizes: pd.Series) -> pd.Series:
+    """The largest bucket in SUPPORT_BUCKETS not above the support size: the cold-start curve's x."""
+    edges = np.asarray(SUPPORT_BUCKETS)
+    idx = np.searchsorted(edges, sizes.to_numpy(), side="right") - 1
+    return pd.Series(edges[np.clip(idx, 0, len(edges) - 1)], index=sizes.index)
+
+
+def breakdown(holdout: pd.DataFrame, groups: pd.Series, ep: EvaluateParams) -> pd.DataFrame:
+    """Primary metric and MAE per predictor within each group (scenario or support-size bucket)."""
+    rows = []
+    columns = predictor_columns(holdout)
+    for group, part in holdout.groupby(groups.to_numpy(), sort=True):
+        row: dict[str, Any] = {"group": group, "users": int(part[USER_KEY].nunique()), "rows": len(part)}
+        for name, column in columns.items():
+            scores = per_user_scores(part, column, ep)
+            row[f"{name}.mae"] = float(scores["mae"].mean())
+            if ep.primary_metric in scores:
+                row[f"{name}.{ep.primary_metric}"] = float(scores[ep.primary_metric].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)

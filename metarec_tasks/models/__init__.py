@@ -1,0 +1,1 @@
+"""The networks: the rating model, the ranking model, and their model files."""

@@ -1,0 +1,138 @@
+"""RankNet: score(user, item) = <user vector, item vector> + item bias.
+
+- item tower (`encoder.*`, shared, never adapted per user): item-ID embedding + categorical and
+  multi-hot feature embeddings, summed; a per-item bias (popularity, learned);
+- user tower (`mlp.*`): the user's categorical features, embedded, summed, one linear layer;
+- `head.user`: a vector added to the user tower's output — the per-user state the inner loop adapts
+  (`ranking.meta.adapt` = head), MeLU-style `mlp` also adapts the user tower.
+Parameter names follow the rating network's prefixes so `model.split_params` and every algorithm of
+`metarec_tasks.meta` apply unchanged. `forward(..., part=...)` exposes the two towers so `functional_call`
+can compute user vectors per task and the item table once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from metarec_tasks.data.features import Vocabulary
+from metarec_tasks.models.io import atomic_save, cpu_state, restore, safe_load
+from metarec_tasks.models.rating import Features
+
+RANK_FORMAT = "metarec-rank-model/1"
+
+
+@dataclass(frozen=True)
+class RankDims:
+    user_cat_sizes: list[int]
+    item_cat_sizes: list[int]
+    item_multi_sizes: dict[str, int]
+    n_item_ids: int
+    dim: int
+
+    @classmethod
+    def from_vocab(cls, vocab: Vocabulary, dim: int) -> RankDims:
+        return cls(
+            user_cat_sizes=[len(vocab.user[n]) for n in vocab.user_features("categorical")],
+            item_cat_sizes=[len(vocab.item[n]) for n in vocab.item_features("categorical")],
+            item_multi_sizes={n: len(vocab.item[n]) for n in vocab.item_features("multi_hot")},
+            n_item_ids=len(vocab.item_ids),
+            dim=dim,
+        )
+
+
+class ItemTower(nn.Module):
+    def __init__(self, dims: RankDims):
+        super().__init__()
+        d = dims.dim
+        self.item_id = nn.Embedding(dims.n_item_ids, d)
+        self.item_bias = nn.Embedding(dims.n_item_ids, 1)
+        self.item_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in dims.item_cat_sizes)
+        self.item_multi = nn.ModuleDict(
+            {name: nn.Linear(n, d, bias=False) for name, n in dims.item_multi_sizes.items()}
+        )
+        self.user_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in dims.user_cat_sizes)
+        for emb in [self.item_id, *self.item_embeddings, *self.user_embeddings]:
+            nn.init.normal_(emb.weight, std=0.05)
+        nn.init.zeros_(self.item_bias.weight)
+
+    def items(self, item: Features) -> tuple[torch.Tensor, torch.Tensor]:
+        vector = self.item_id(item["item_id"])
+        for k, emb in enumerate(self.item_embeddings):
+            vector = vector + emb(item["item_cat"][..., k])
+        for name, layer in self.item_multi.items():
+            vector = vector + layer(item[f"item_multi.{name}"])
+        return vector, self.item_bias(item["item_id"]).squeeze(-1)
+
+    def users(self, user: Features) -> torch.Tensor:
+        cat = user["user_cat"]
+        out = torch.zeros(
+            (*cat.shape[:-1], self.item_id.embedding_dim), dtype=self.item_id.weight.dtype, device=cat.device
+        )
+        for k, emb in enumerate(self.user_embeddings):
+            out = out + emb(cat[..., k])
+        return out
+
+
+class UserHead(nn.Module):
+    """The per-user vector's starting point (meta-learned); adapted on the support set."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.user = nn.Parameter(torch.zeros(dim))
+
+
+class RankNet(nn.Module):
+    def __init__(self, dims: RankDims):
+        super().__init__()
+        self.dims = dims
+        self.encoder = ItemTower(dims)
+        self.mlp = nn.Linear(dims.dim, dims.dim)
+        nn.init.zeros_(self.mlp.weight)
+        nn.init.zeros_(self.mlp.bias)
+        self.head = UserHead(dims.dim)
+
+    def user_vector(self, user: Features) -> torch.Tensor:
+        return self.mlp(self.encoder.users(user)) + self.head.user
+
+    def forward(
+        self, user: Features | None, item: Features | None, encoded: Any = None, part: str = "score"
+    ) -> Any:
+        """Per-row scores; `part="user"` → user vectors, `part="item"` → (item vectors, item biases),
+        `part="encode"` → the item tower's output for these rows, which `encoded` takes back so the
+        inner loop embeds a task's rows once, not once per step (the tower is never adapted)."""
+        if part == "user":
+            return self.user_vector(user)
+        if part == "item":
+            return self.encoder.items(item)
+        if part == "encode":
+            return (self.encoder.users(user), *self.encoder.items(item))
+        if encoded is None:
+            encoded = (self.encoder.users(user), *self.encoder.items(item))
+        user_features, vectors, bias = encoded
+        user_vector = self.mlp(user_features) + self.head.user
+        return (user_vector * vectors).sum(-1) + bias
+
+
+def save_rank_model(path: Path, model: RankNet, metadata: dict[str, Any], algorithm_state: dict) -> None:
+    atomic_save(
+        {
+            "format": RANK_FORMAT,
+            "dims": asdict(model.dims),
+            "state_dict": cpu_state(model.state_dict()),
+            "algorithm_state": cpu_state(algorithm_state),
+            "metadata": metadata,
+        },
+        path,
+    )
+
+
+def load_rank_model(path: Path, device: torch.device | str = "cpu") -> tuple[RankNet, dict, dict]:
+    """(model, metadata, algorithm state); anything but a RankNet file is refused."""
+    payload = safe_load(path, device, RANK_FORMAT, "MetaRec ranking model file")
+    model = restore(payload, path, lambda dims: RankNet(RankDims(**dims)), "ranking model file")
+    return model.to(device), payload["metadata"], payload.get("algorithm_state", {})

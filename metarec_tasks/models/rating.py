@@ -1,0 +1,155 @@
+"""The recommender network, MeLU-style: feature embeddings → MLP → rating.
+
+The network is an ordinary `nn.Module`, but every algorithm calls it functionally
+(`torch.func.functional_call` with an explicit parameter dict), so adapted per-user weights are just
+tensors with a leading task dimension and never mutate the module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metarec_tasks.data.features import Vocabulary
+from metarec_tasks.params import AdaptGroup, ModelParams
+
+MODEL_FORMAT = "metarec-model/2"  # 2: encoder submodule, learned algorithm state
+
+# Parameter-name prefixes adapted per user in the inner loop (MeLU adapts the MLP only; ANIL the head).
+ADAPT_PREFIXES: dict[str, tuple[str, ...]] = {
+    "mlp": ("mlp.", "head."),
+    "head": ("head.",),
+    "all": ("",),
+}
+
+Features = dict[str, torch.Tensor]
+ParamDict = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class NetDims:
+    """Sizes that fix the network's shape; saved with the weights so a model file is self-describing."""
+
+    user_cat_sizes: list[int]
+    item_cat_sizes: list[int]
+    item_multi_sizes: dict[str, int]
+    n_item_ids: int
+    embedding_dim: int
+    hidden: list[int]
+    item_id_embedding: bool
+    rating_offset: float = 0.0
+
+    @classmethod
+    def from_vocab(cls, vocab: Vocabulary, mp: ModelParams, rating_offset: float) -> NetDims:
+        return cls(
+            user_cat_sizes=[len(vocab.user[n]) for n in vocab.user_features("categorical")],
+            item_cat_sizes=[len(vocab.item[n]) for n in vocab.item_features("categorical")],
+            item_multi_sizes={n: len(vocab.item[n]) for n in vocab.item_features("multi_hot")},
+            n_item_ids=len(vocab.item_ids),
+            embedding_dim=mp.embedding_dim,
+            hidden=list(mp.hidden),
+            item_id_embedding=mp.item_id_embedding,
+            rating_offset=rating_offset,
+        )
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class FeatureEncoder(nn.Module):
+    """Feature embeddings → one input vector per (user, item) row.
+
+    A submodule of its own so the inner loop can run it once per task and reuse the result for every
+    adaptation step when only the MLP/head adapt (`meta.adapt` = mlp or head).
+    """
+
+    def __init__(self, dims: NetDims):
+        super().__init__()
+        d = dims.embedding_dim
+        self.user_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in dims.user_cat_sizes)
+        self.item_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in dims.item_cat_sizes)
+        self.item_multi = nn.ModuleDict(
+            {name: nn.Linear(n, d, bias=False) for name, n in dims.item_multi_sizes.items()}
+        )
+        self.item_id = nn.Embedding(dims.n_item_ids, d) if dims.item_id_embedding else None
+        self.width = d * (
+            len(dims.user_cat_sizes)
+            + len(dims.item_cat_sizes)
+            + len(dims.item_multi_sizes)
+            + int(dims.item_id_embedding)
+        )
+
+    def forward(self, user: Features, item: Features) -> torch.Tensor:
+        parts = [emb(user["user_cat"][..., k]) for k, emb in enumerate(self.user_embeddings)]
+        parts += [emb(item["item_cat"][..., k]) for k, emb in enumerate(self.item_embeddings)]
+        parts += [layer(item[f"item_multi.{name}"]) for name, layer in self.item_multi.items()]
+        if self.item_id is not None:
+            parts.append(self.item_id(item["item_id"]))
+        return torch.cat(parts, dim=-1)
+
+
+class RatingNet(nn.Module):
+    def __init__(self, dims: NetDims):
+        super().__init__()
+        self.dims = dims
+        self.encoder = FeatureEncoder(dims)
+        n_inputs = self.encoder.width
+        layers: list[nn.Module] = []
+        for width in dims.hidden:
+            layers += [nn.Linear(n_inputs, width), nn.ReLU()]
+            n_inputs = width
+        self.mlp = nn.Sequential(*layers)
+        self.head = nn.Linear(n_inputs, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for emb in [*self.encoder.user_embeddings, *self.encoder.item_embeddings]:
+            nn.init.normal_(emb.weight, std=0.1)
+        if self.encoder.item_id is not None:
+            nn.init.normal_(self.encoder.item_id.weight, std=0.01)
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, self.dims.rating_offset)
+
+    def forward(
+        self,
+        user: Features | None,
+        item: Features | None,
+        encoded: torch.Tensor | None = None,
+        part: str = "score",
+    ) -> torch.Tensor:
+        """Predicted rating for each (user, item) row; inputs share their leading shape.
+
+        `part="encode"` returns the encoder's output for these rows; passed back as `encoded` it skips
+        the embeddings: the inner loop does so when the encoder is not adapted, so embeddings are
+        looked up once per task, not once per step.
+        """
+        if part == "encode":
+            return self.encoder(user, item)
+        if encoded is None:
+            encoded = self.encoder(user, item)
+        return self.head(self.mlp(encoded)).squeeze(-1)
+
+
+ENCODER_PREFIX = "encoder."
+
+
+def split_params(model: nn.Module, adapt: AdaptGroup) -> tuple[ParamDict, ParamDict]:
+    """(adapted, shared) parameter dicts: the inner loop changes only the first."""
+    prefixes = ADAPT_PREFIXES[adapt]
+    adapted, shared = {}, {}
+    for name, value in model.named_parameters():
+        (adapted if name.startswith(prefixes) else shared)[name] = value
+    return adapted, shared
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the real (unpadded) rows of a task."""
+    weights = mask.to(prediction.dtype)
+    return ((prediction - target) ** 2 * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def mse_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(prediction, target)

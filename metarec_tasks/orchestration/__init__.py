@@ -1,0 +1,1 @@
+"""Drivers: the command line, the Airflow task bodies, deployment helpers and the run summary."""

@@ -1,0 +1,82 @@
+"""What `make run` prints at the end: the night's numbers, read back from reports and the warehouse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from metarec_tasks.evaluation.tables import MODEL, lower_is_better
+from metarec_tasks.params import Params
+from metarec_tasks.paths import Workspace
+from metarec_tasks.publishing.warehouse import connect, count_recommendations, run_row, top_items
+
+SUMMARY_METRICS = ("mae", "ndcg@5", "bin_ndcg@5", "catalog_recall@20")
+
+
+def render_summary(params: Params, root: Path, users: int, top: int) -> str:
+    ws = Workspace(root)
+    quality = json.loads(ws.data_quality_report.read_text())
+    metrics = json.loads(ws.metrics.read_text())
+    engine = connect(params.publish.url_for(root))
+    run_id = params.run.run_id
+    run = run_row(engine, run_id)
+    lines = [f"MetaRec run {run_id} — source {params.source.kind}, {params.source.history_days} days of logs"]
+    share = quality["rows_quarantined"] / max(quality["rows_in"], 1)
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(quality["reasons"].items(), key=lambda kv: -kv[1]))
+    lines.append(
+        f"Validation: {quality['rows_in']:,} rows in, {quality['rows_valid']:,} validated, "
+        f"{quality['rows_quarantined']:,} quarantined ({share:.1%}){': ' + reasons if reasons else ''}"
+    )
+
+    predictors = metrics["predictors"]
+    primary = metrics["primary_metric"]
+    columns = [c for c in SUMMARY_METRICS if any(c in r for r in predictors.values())]
+    lines.append(f"Holdout: {predictors[MODEL]['users']} users (never seen in training); mean over users")
+    lines.append(f"  {'predictor':<26}" + "".join(f"{c:>19}" for c in columns))
+    reverse = not lower_is_better(primary)
+    ranked = sorted(predictors.items(), key=lambda kv: kv[1].get(primary, float("nan")), reverse=reverse)
+    for name, r in ranked:
+        cells = "".join(f"{r[c]:>19.4f}" if c in r else f"{'-':>19}" for c in columns)
+        lines.append(f"  {name:<26}{cells}")
+    if "global_mean" in predictors:
+        base, model = predictors["global_mean"]["mae"], predictors[MODEL]["mae"]
+        lines.append(
+            f"Meta-learned model vs global mean: MAE {model:.4f} vs {base:.4f} ({(model - base) / base:+.1%})"
+        )
+    gate = metrics["gate"]
+    lines.append(f"Quality gate on {primary}: {gate['reason']}")
+    if run is None:
+        lines.append("Warehouse: this run was not recorded (publish did not run)")
+        return "\n".join(lines)
+    lines.append(f"Publish decision: {run['status']} — {run['gate_reason']}")
+    published = count_recommendations(engine, run_id)
+    lines.append(
+        f"Warehouse: {published:,} recommendations published for {run_id} "
+        f"({engine.url.render_as_string(hide_password=True)})"
+    )
+    if published:
+        sample = top_items(engine, run_id, _first_users(engine, run_id, users), top)
+        for user, group in sample.groupby("user_id", sort=True):
+            shown = ", ".join(f"{r.item_id} ({r.score:.2f})" for r in group.itertuples())
+            lines.append(f"  top {top} for {user}: {shown}")
+    return "\n".join(lines)
+
+
+def _first_users(engine, run_id: str, n: int) -> list[str]:
+    from sqlalchemy import select
+
+    from metarec_tasks.publishing.warehouse import recommendations
+
+    query = (
+        select(recommendations.c.user_id)
+        .where(recommendations.c.run_id == run_id)
+        .distinct()
+        .order_by(recommendations.c.user_id)
+        .limit(n)
+    )
+    with engine.connect() as conn:
+        return [row[0] for row in conn.execute(query)]
+
+
+def print_summary(params: Params, root: Path, users: int, top: int) -> None:
+    print(render_summary(params, root, users, top))  # noqa: T201 - this command's output is the summary

@@ -1,0 +1,2 @@
+"""Publishing: the warehouse (SQLAlchemy; SQLite by default, PostgreSQL in production) and the
+champion/challenger decision."""

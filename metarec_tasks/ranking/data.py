@@ -1,0 +1,134 @@
+"""The ranker's view of one run's data, built once per stage from the episode data already loaded.
+
+Positives are every event of the window (each event type weighted by `ranking.event_weights`); the
+user split is the episodes stage's stable hash, so holdout users never train; validation and holdout
+users adapt on their support rows and count query items rated at least
+`evaluate.relevance_threshold` as relevant. The negative sampler and the item features (with their
+sampling log-probability `log_q`) are shared by training, evaluation and serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec_tasks.data.episodes import QUERY, SUPPORT, TRAIN, user_split
+from metarec_tasks.data.loader import EpisodeData
+from metarec_tasks.logs.contract import AVAILABLE_COLUMN, FALSE_VALUES, ITEM_KEY, USER_KEY
+from metarec_tasks.meta.tasks import Catalog, TaskBatch
+from metarec_tasks.models.rating import Features
+from metarec_tasks.params import Params, RankingParams
+from metarec_tasks.ranking.episodes import (
+    NegativeSampler,
+    UserItems,
+    item_features,
+    ranking_batch,
+    user_items,
+)
+
+SERVING_NEGATIVES_SEED = 0  # adaptation for scoring draws its negatives from this fixed seed
+
+
+@dataclass
+class RankContext:
+    """Everything the ranking loops share: the catalog, encoded items (+ log_q) and the sampler."""
+
+    catalog: Catalog
+    items: Features
+    sampler: NegativeSampler
+    rp: RankingParams
+    rng: np.random.Generator
+    unavailable: np.ndarray  # [n_items] bool
+
+    def batch(self, users: UserItems, support, query, rng: np.random.Generator | None = None) -> TaskBatch:
+        return ranking_batch(
+            self.catalog,
+            self.items,
+            self.sampler,
+            self.rp.negatives,
+            users.users,
+            users.user_rows,
+            support,
+            query,
+            rng or self.rng,
+            shared_negatives=rng is not None,
+        )
+
+    def support_batch(self, support: UserItems) -> TaskBatch:
+        """Tasks whose support is given (evaluation, serving); the query set is a dummy copy.
+
+        Adaptation must be reproducible: every user adapts against the same fixed negatives."""
+        sets = (support.items, support.weights)
+        return self.batch(support, sets, sets, np.random.default_rng(SERVING_NEGATIVES_SEED))
+
+
+@dataclass
+class EvalUsers:
+    support: UserItems
+    relevant: list[set[int]]  # catalog rows of each user's relevant held-out items
+
+
+@dataclass
+class RankData:
+    """One run's ranking data: the window's events, training positives, the context, item statistics."""
+
+    data: EpisodeData
+    events: pd.DataFrame
+    train: UserItems
+    ctx: RankContext
+    counts: np.ndarray  # [n_items] training positives per item
+    first_seen: np.ndarray  # [n_items] first event time (ns), for the candidate pool
+
+    def eval_users(self, tasks: pd.DataFrame, params: Params) -> EvalUsers:
+        """Users of `tasks`: support = their support rows, relevant = query items rated ≥ the threshold."""
+        catalog = self.data.catalog
+        users = sorted(tasks[USER_KEY].astype(str).unique())
+        support = user_items(
+            tasks[tasks["role"] == SUPPORT].assign(event_type="rating"),
+            catalog,
+            params.ranking.event_weights,
+            users,
+        )
+        query = tasks[(tasks["role"] == QUERY) & (tasks["value"] >= params.evaluate.relevance_threshold)]
+        rel = query.groupby(USER_KEY)[ITEM_KEY].agg(lambda s: set(catalog.item_rows(s).tolist()))
+        return EvalUsers(support, [rel.get(u, set()) for u in users])
+
+
+def rank_data(params: Params, data: EpisodeData, events: pd.DataFrame, items: pd.DataFrame) -> RankData:
+    """Training positives, the negative sampler and item statistics over `data`'s catalog."""
+    catalog, rp = data.catalog, params.ranking
+    split = (
+        events[USER_KEY]
+        .astype(str)
+        .map({u: user_split(u, params.episodes) for u in events[USER_KEY].unique()})
+    )
+    train = user_items(events[split == TRAIN], catalog, rp.event_weights)
+    n_items = len(catalog.item_ids)
+    counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *train.items]), minlength=n_items)
+    first = events.groupby(ITEM_KEY)["timestamp"].min()
+    first_seen = np.zeros(n_items)
+    first_seen[catalog.item_rows(first.index)] = first.astype("int64").to_numpy(float)
+    sampler = NegativeSampler(counts, rp.negative_alpha)
+    rng = np.random.default_rng(params.run.seed)
+    ctx = RankContext(
+        catalog, item_features(catalog, sampler), sampler, rp, rng, unavailable_items(items, catalog)
+    )
+    return RankData(data, events, train, ctx, counts, first_seen)
+
+
+def unavailable_items(items: pd.DataFrame, catalog: Catalog) -> np.ndarray:
+    """[n_items] True where the item side table marks the item unavailable (missing column: none)."""
+    mask = np.zeros(len(catalog.item_ids), bool)
+    if AVAILABLE_COLUMN in items:
+        flags = items[AVAILABLE_COLUMN].astype("string").fillna("")
+        off = items.loc[flags.isin(FALSE_VALUES).to_numpy(), ITEM_KEY].astype(str)
+        known = set(catalog.item_ids)
+        mask[catalog.item_rows([i for i in off if i in known])] = True
+    return mask
+
+
+def items_on(items: Features, device: torch.device) -> Features:
+    return {name: value.to(device) for name, value in items.items()}

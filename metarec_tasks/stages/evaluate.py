@@ -1,0 +1,70 @@
+"""The `evaluate` stage: score every predictor on the holdout users and decide if the model is good enough.
+
+Reads the holdout predictions and top-K lists of `finetune`; writes `metrics.json` (every predictor,
+every metric, with 95% CIs over users), `gate.json` (the decision against the non-meta baselines),
+the cold-start and scenario breakdowns (DVC plots) and `report.md` with its charts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pandas as pd
+
+from metarec_tasks.evaluation.gate import catalog_gate, gate
+from metarec_tasks.evaluation.report import write_report
+from metarec_tasks.evaluation.tables import (
+    breakdown,
+    per_user_catalog,
+    per_user_scores,
+    predictor_columns,
+    scenario_of,
+    summarize,
+    support_bucket,
+)
+from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.params import Params
+from metarec_tasks.paths import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params, ws: Workspace) -> dict[str, Any]:
+    ep = params.evaluate
+    holdout = pd.read_parquet(ws.holdout_predictions)
+    topk_path = ws.holdout_topk
+    topk = (
+        pd.read_parquet(topk_path)
+        if topk_path.exists()
+        else pd.DataFrame(columns=[USER_KEY, "predictor", "rank", ITEM_KEY])
+    )
+
+    results, per_user = {}, {}
+    for name, column in predictor_columns(holdout).items():
+        per_user[name] = per_user_scores(holdout, column, ep)
+        results[name] = summarize(per_user[name])
+    for name in topk["predictor"].unique():
+        catalog = summarize(per_user_catalog(topk, holdout, name, ep))
+        results.setdefault(name, {}).update({k: v for k, v in catalog.items() if k != "users"})
+        results[name]["catalog_users"] = catalog["users"]
+
+    scenarios = breakdown(holdout, scenario_of(holdout), ep)
+    curve = breakdown(holdout, support_bucket(holdout["support_size"]), ep)
+    decision = catalog_gate(gate(results, ep), results, ep)
+    report = {
+        "primary_metric": ep.primary_metric,
+        "predictors": results,
+        "gate": decision,
+        "scenarios": scenarios.to_dict(orient="records"),
+    }
+
+    ws.plots.mkdir(parents=True, exist_ok=True)
+    ws.metrics.write_text(json.dumps(report, indent=2, default=float))
+    ws.gate.write_text(json.dumps(decision, indent=2))
+    curve.rename(columns={"group": "support_size"}).to_csv(ws.plots / "cold_start_curve.csv", index=False)
+    scenarios.rename(columns={"group": "scenario"}).to_csv(ws.plots / "scenarios.csv", index=False)
+    write_report(ws, params, results, decision, curve, scenarios)
+    log.info("evaluate: %s", decision["reason"])
+    return report

@@ -1,0 +1,76 @@
+"""The `publish` stage: the champion/challenger decision, then an atomic write to the warehouse.
+
+The baseline half of the gate was decided by `evaluate`; the champion half needs the warehouse, which
+DVC cannot track, so it lives here. Whatever the decision, the run is recorded with its reason and
+its producer (the model whose rows are published: the ranker, or the rating model when
+`ranking.objective` is rating); recommendation rows are written only for a published (or
+force-published) run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+import pandas as pd
+
+from metarec_tasks.evaluation.tables import MODEL
+from metarec_tasks.params import Params
+from metarec_tasks.paths import Workspace
+from metarec_tasks.publishing.champion import decide, promote_champion
+from metarec_tasks.publishing.records import file_md5, quality_rows
+from metarec_tasks.publishing.warehouse import RunRecord, champion, connect, publish_run
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params, ws: Workspace) -> dict[str, Any]:
+    metrics = json.loads(ws.metrics.read_text())
+    gate = json.loads(ws.gate.read_text())
+    quality = json.loads(ws.data_quality_report.read_text())
+    recs = pd.read_parquet(ws.recommendations)
+    metric = params.evaluate.primary_metric
+    value = float(metrics["predictors"].get(MODEL, {}).get(metric, math.nan))  # missing: the gate failed
+    run_id = params.run.run_id
+    ranked = params.ranking.objective != "rating"
+    algorithm = params.ranking.meta.algorithm if ranked else params.meta.algorithm
+    producer = ws.rank_model_file if ranked else ws.model_file
+
+    engine = connect(params.publish.url_for(ws.root))
+    current = champion(engine, exclude_run=run_id)
+    status, reason = decide(
+        gate, value, current, metric, params.publish.champion_tolerance, params.publish.force
+    )
+    record = RunRecord(
+        run_id=run_id,
+        logical_date=params.run.run_date,
+        status=status,
+        published=status in ("published", "forced"),
+        forced=status == "forced",
+        gate_passed=bool(gate.get("passed")),
+        gate_reason=reason,
+        primary_metric=metric,
+        primary_value=value if math.isfinite(value) else None,
+        algorithm=algorithm,
+        params=params.model_dump(mode="json", by_alias=True),
+        metrics=metrics,
+        data_hash=file_md5(ws.validated_events),
+        model_hash=file_md5(producer),
+    )
+    written = publish_run(engine, record, recs, quality_rows(quality))
+    if record.published:  # the rating model is where tomorrow's `meta.warm_start` starts from
+        promote_champion(ws.model_file, ws.root / params.meta.champion_model)
+    receipt = {
+        "run_id": run_id,
+        "status": status,
+        "published": record.published,
+        "reason": reason,
+        "recommendation_rows": written,
+        "champion": current["run_id"] if current else None,
+        "warehouse": engine.url.render_as_string(hide_password=True),
+    }
+    ws.publish_receipt.write_text(json.dumps(receipt, indent=2))
+    log.info("publish: %s (%s)", status, reason)
+    return receipt

@@ -1,0 +1,198 @@
+"""The one meta-training loop. The rating model (`training/rating.py`) and the top-K ranker
+(`training/ranker.py`) are its two callers; they differ only in how an epoch's meta-batches are drawn
+and in the validation metric, so every guarantee below holds for both.
+
+The loop owns:
+- epochs with a progress line (`epoch i/N`, ETA), the best-state snapshot and patience;
+- the NaN rules: a non-finite meta-loss, or a validation metric that turns NaN, stops the run with
+  `NonFiniteLossError` before any model file is written; a validation with nothing to score (no
+  validation user, or none with a relevant item) keeps the latest epoch instead of the starting point;
+- checkpoint/resume: every `checkpoint_every` epochs a checkpoint of model, algorithm, optimizer and
+  random generators; a killed run resumes from the newest one of the *same* run (fingerprint) and
+  ends with the weights an uninterrupted run would have;
+- device and AMP (`run.device`, `meta.amp`): batches arrive on the model's device, the meta-loss runs
+  under bfloat16 autocast when asked;
+- the data-parallel hooks: under torchrun each rank differentiates its shard of the meta-batch and
+  the gradients are all-reduced (`training/distributed.py`); rank 0 alone writes checkpoints;
+- the history (one row per epoch) that the caller writes as a CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metarec_tasks.errors import NonFiniteLossError
+from metarec_tasks.meta.base import MetaAlgorithm
+from metarec_tasks.meta.tasks import TaskBatch, select
+from metarec_tasks.params import MetaParams
+from metarec_tasks.training.checkpoint import Checkpoints, TrainState
+from metarec_tasks.training.distributed import SINGLE, World
+from metarec_tasks.training.runtime import autocast
+
+log = logging.getLogger(__name__)
+
+HISTORY_FIELDS = ("epoch", "phase", "train_loss", "seconds")  # plus the validation metric's column
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How an epoch is judged: the metric's history column, its direction, and the scorer.
+
+    `score()` returns None when there is nothing to score, NaN when the model has diverged."""
+
+    metric: str
+    lower_is_better: bool
+    score: Callable[[], float | None]
+
+    def improves(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value < best if self.lower_is_better else value > best
+
+
+@dataclass(frozen=True)
+class Randomness:
+    """The generators an epoch draws from: torch's (shuffling), numpy's (episode sampling), if used."""
+
+    generator: torch.Generator
+    rng: np.random.Generator | None = None
+
+
+@dataclass(frozen=True)
+class FitResult:
+    best_epoch: int
+    best_value: float | None
+    epochs_run: int
+    resumed_from: int | None
+    history: list[dict]
+
+
+def fit(
+    model: torch.nn.Module,
+    algorithm: MetaAlgorithm,
+    batches: Callable[[int], Iterable[TaskBatch]],
+    validation: Validation,
+    mp: MetaParams,
+    checkpoints: Checkpoints,
+    randomness: Randomness,
+    warm_up: Callable[[torch.optim.Optimizer, list[dict]], None] | None = None,
+    world: World = SINGLE,
+) -> FitResult:
+    """Meta-train `model` + `algorithm` for `mp.epochs` (resuming a checkpoint of this run if any);
+    on return they hold the best epoch's weights. `warm_up` runs only on a fresh start."""
+    optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=mp.meta_lr)
+    state = checkpoints.resume(model, algorithm, optimizer, randomness.generator, randomness.rng)
+    if state is None:
+        world.barrier()  # every rank has looked for a checkpoint before rank 0 deletes them
+        if world.is_main:
+            checkpoints.clear()
+        state = TrainState()
+        if warm_up is not None:
+            warm_up(optimizer, state.history)
+    world.broadcast_state(model, algorithm, optimizer=optimizer)
+    device = next(model.parameters()).device
+    started_at, first = time.perf_counter(), state.next_epoch
+    for epoch in range(state.next_epoch, mp.epochs):
+        if state.stopped:
+            break
+        started = time.perf_counter()
+        algorithm.start_epoch(epoch)
+        total, tasks = 0.0, 0
+        for batch in batches(epoch):
+            loss = meta_gradients(model, optimizer, algorithm, batch, world, autocast(device, mp.amp))
+            check_finite(loss, f"{algorithm.name} meta epoch {epoch}")
+            optimizer.step()
+            total, tasks = total + loss.item() * len(batch), tasks + len(batch)
+        value = _validate(validation, epoch)
+        train_loss = total / max(tasks, 1)
+        state.history.append(
+            {
+                "epoch": epoch,
+                "phase": "meta",
+                "train_loss": train_loss,
+                validation.metric: "" if value is None else value,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        if value is None or validation.improves(value, state.best_value):
+            state.record_best(value, epoch, model, algorithm)
+        else:
+            state.stale += 1
+            state.stopped = state.stale >= mp.patience
+        state.next_epoch = epoch + 1
+        _log_epoch(epoch, mp.epochs, train_loss, validation.metric, value, started_at, first)
+        due = state.stopped or state.next_epoch % mp.checkpoint_every == 0 or state.next_epoch == mp.epochs
+        if due and world.is_main:
+            checkpoints.save(state, model, algorithm, optimizer, randomness.generator, randomness.rng)
+        if state.stopped:
+            log.info("early stop after epoch %d (no improvement for %d epochs)", epoch, state.stale)
+    if state.best_model:
+        model.load_state_dict(state.best_model)
+        algorithm.load_state_dict(state.best_algorithm)
+    return FitResult(state.best_epoch, state.best_value, state.next_epoch, state.resumed_from, state.history)
+
+
+def meta_gradients(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    algorithm: MetaAlgorithm,
+    batch: TaskBatch,
+    world: World = SINGLE,
+    precision: AbstractContextManager | None = None,
+) -> torch.Tensor:
+    """Leave in `.grad` the meta-gradient of the mean meta-loss over the meta-batch; return that loss.
+
+    Under torchrun each rank differentiates its shard of the batch (every rank built the same batch,
+    support subsampling included, from the shared generator) and the gradients are all-reduced."""
+    tasks = len(batch)
+    if world.size > 1:
+        batch = select(batch, world.shard(torch.arange(tasks, device=batch.user_rows.device)))
+    optimizer.zero_grad()
+    loss = torch.zeros((), device=batch.user_rows.device)
+    if len(batch):  # a meta-batch smaller than the world leaves some ranks without a task
+        with precision or nullcontext():
+            loss = algorithm.meta_loss(model, batch)
+        loss.backward()
+    return world.average_gradients(optimizer, loss, len(batch), tasks)
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"loss became {loss.item()} in {where}; no model was written")
+
+
+def write_history(path: Path, history: list[dict], metric: str) -> None:
+    """The per-epoch log as CSV (a DVC plot: x = epoch, y = the validation metric)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*HISTORY_FIELDS[:3], metric, HISTORY_FIELDS[3]])
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _validate(validation: Validation, epoch: int) -> float | None:
+    value = validation.score()
+    if value is not None and math.isnan(value):
+        raise NonFiniteLossError(
+            f"validation {validation.metric} became NaN after meta epoch {epoch}; no model was written"
+        )
+    return value
+
+
+def _log_epoch(
+    epoch: int, epochs: int, loss: float, metric: str, value: float | None, started_at: float, first: int
+) -> None:
+    done = epoch + 1 - first
+    eta = (time.perf_counter() - started_at) / done * (epochs - epoch - 1)
+    shown = "n/a (nothing to validate on)" if value is None else f"{value:.4f}"
+    log.info("epoch %d/%d: meta loss %.4f, %s %s (ETA %.0f s)", epoch + 1, epochs, loss, metric, shown, eta)
