@@ -141,11 +141,11 @@ def bench_meta(mp: MetaParams, dims: NetDims, args, device: torch.device) -> dic
     for name in sorted(ALGORITHMS):
         algo_params = mp.model_copy(update={"algorithm": name})
         rates = {}
-        for engine, chosen, repeats in (
-            (REFERENCE, naive_batches, 1),
-            (VECTORIZED, batches, args.repeats),
+        for key, engine, chosen, repeats in (
+            ("reference", REFERENCE, naive_batches, 1),
+            ("vectorized", VECTORIZED, batches, args.repeats),
         ):
-            rates[engine.name] = _meta_rate(algo_params, dims, device, engine, chosen, repeats)
+            rates[key] = _meta_rate(algo_params, dims, device, engine, chosen, repeats)
         results[name] = {
             "naive_tasks_per_s": rates["reference"],
             "vectorized_tasks_per_s": rates["vectorized"],

@@ -6,7 +6,8 @@ the workspace's stage status file, which is how a driver that only sees `dvc rep
 """
 
 EXIT_OK = 0
-EXIT_DATA_QUALITY = 2
+EXIT_CONFIG = 2  # configuration and usage errors (argparse's code too); a retry cannot fix them
+EXIT_DATA_QUALITY = 2  # bad input data; a retry cannot fix it either
 EXIT_TRAINING = 3
 EXIT_MODEL_FILE = 4
 
@@ -16,6 +17,13 @@ class MetaRecError(RuntimeError):
 
     exit_code = 1
     what = "failed"
+
+
+class ConfigError(MetaRecError):
+    """A setting that cannot work here (named in the message); fix params.yaml or the command line."""
+
+    exit_code = EXIT_CONFIG
+    what = "cannot run with this configuration"
 
 
 class DataQualityError(MetaRecError):
@@ -41,4 +49,4 @@ class ModelFileError(MetaRecError):
 
 def retryable(exit_code: int) -> bool:
     """Bad data stays bad on a retry; a lost worker or a full disk may not."""
-    return exit_code != EXIT_DATA_QUALITY
+    return exit_code not in (EXIT_CONFIG, EXIT_DATA_QUALITY)

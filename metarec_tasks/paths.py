@@ -46,6 +46,10 @@ class Workspace:
     def quarantine(self) -> Path:
         return self.root / "data" / "quarantine"
 
+    def quarantine_table(self, table: str) -> Path:
+        """Rows of `events`, `users` or `items` that failed a row check, with their reasons."""
+        return self.quarantine / f"{table}.parquet"
+
     @property
     def episodes(self) -> Path:
         return self.root / "data" / "episodes"

@@ -9,13 +9,15 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 import torch
 
+from metarec_tasks.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
 def pick_device(requested: str) -> torch.device:
     """CUDA when present (or when forced), CPU otherwise; a forced but missing GPU is an error."""
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("params.yaml forces run.device=cuda but no CUDA device is available")
+        raise ConfigError("run.device is cuda but no CUDA device is available; set run.device to auto or cpu")
     if requested in ("cuda", "auto") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")

@@ -1,0 +1,49 @@
+"""The finetune stage on a tiny trained workspace: it loads the run's data once and writes the three
+tables evaluate and publish read, with no seen or unavailable item in any list."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from metarec_tasks.orchestration.cli import main
+from metarec_tasks.params import load_params, update_params_file
+from metarec_tasks.paths import Workspace
+from metarec_tasks.stages import finetune
+from tests.helpers import build_episodes_workspace
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Workspace:
+    root = build_episodes_workspace(tmp_path_factory.mktemp("trained"))
+    update_params_file(
+        root / "params.yaml", {"meta.epochs": 2, "ranking.meta.epochs": 2, "run.device": "cpu"}
+    )
+    assert main(["--root", str(root), "train"]) == 0
+    return Workspace(root)
+
+
+def test_finetune_loads_the_data_once_and_writes_every_table(trained, monkeypatch):
+    calls = []
+    real = finetune.load_episode_data
+    monkeypatch.setattr(finetune, "load_episode_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    params = load_params(trained.root / "params.yaml")
+    counts = finetune.run(params, trained)
+    assert len(calls) == 1
+
+    holdout = pd.read_parquet(trained.holdout_predictions)
+    for column in ("pred_model", "pred_model_no_adaptation", "pred_pretrained", "pred_pretrained_finetuned"):
+        assert holdout[column].notna().all(), column
+    assert counts["holdout_rows"] == len(holdout) > 0
+
+    topk = pd.read_parquet(trained.holdout_topk)
+    expected = {"model", "rank_pretrained_finetuned", "popularity", "popularity_mf", "item_knn"}
+    assert set(topk["predictor"]) == expected
+    assert topk.groupby(["predictor", "user_id"]).size().max() <= params.evaluate.catalog_k
+
+    recs = pd.read_parquet(trained.recommendations)
+    events = pd.read_parquet(trained.validated_events)
+    seen = set(zip(events["user_id"].astype(str), events["item_id"].astype(str), strict=True))
+    assert not any((u, i) in seen for u, i in zip(recs["user_id"], recs["item_id"], strict=True))
+    assert recs.groupby("user_id").size().max() <= params.finetune.top_k
+    assert counts["recommended_users"] == recs["user_id"].nunique() > 0

@@ -1,0 +1,90 @@
+"""The one meta-training loop's rules, on tiny random tasks: best epoch, patience, NaN, nothing to
+validate, the history, and resume from a checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metarec_tasks.errors import NonFiniteLossError
+from metarec_tasks.meta import build_algorithm
+from metarec_tasks.training.checkpoint import Checkpoints
+from metarec_tasks.training.loop import Randomness, Validation, fit, write_history
+from tests.meta_fixtures import meta_params, random_batch, tiny_model
+
+
+def run(tmp_path, scores, epochs=4, patience=4, lower=True, fingerprint="run"):
+    """Fit a tiny model for `epochs`, validation returning `scores` in turn."""
+    model = tiny_model()
+    mp = meta_params("maml", epochs=epochs, patience=patience)
+    algorithm = build_algorithm(mp, model)
+    values = iter(scores)
+    tasks = random_batch()
+    result = fit(
+        model,
+        algorithm,
+        lambda epoch: [tasks],
+        Validation("val_x", lower, lambda: next(values)),
+        mp,
+        Checkpoints(tmp_path / "checkpoints", fingerprint),
+        Randomness(torch.Generator().manual_seed(0)),
+    )
+    return model, result
+
+
+def test_the_best_epoch_is_kept_in_either_direction_and_patience_stops(tmp_path):
+    _, lower = run(tmp_path / "a", [0.9, 0.7, 0.8, 0.75], lower=True)
+    assert (lower.best_epoch, lower.best_value) == (1, 0.7)
+    _, higher = run(tmp_path / "b", [0.1, 0.3, 0.2, 0.4, 0.1, 0.1], epochs=6, patience=2, lower=False)
+    assert (higher.best_epoch, higher.best_value, higher.epochs_run) == (3, 0.4, 6)
+    _, stopped = run(tmp_path / "c", [0.5, 0.6, 0.7, 0.1], patience=2)
+    assert stopped.epochs_run == 3 and stopped.best_epoch == 0  # the 4th epoch never ran
+
+
+def test_a_nan_validation_stops_the_run(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="validation val_x became NaN after meta epoch 1"):
+        run(tmp_path, [0.5, math.nan, 0.4])
+
+
+def test_nothing_to_validate_keeps_the_latest_epoch_not_the_start(tmp_path):
+    model, result = run(tmp_path, [None] * 3, epochs=3)
+    assert result.best_epoch == 2 and result.best_value is None
+    assert [row["val_x"] for row in result.history] == ["", "", ""]
+    assert not torch.equal(model.head.weight, tiny_model().head.weight)  # trained, not the start
+
+
+def test_a_diverging_loss_stops_the_run(tmp_path):
+    model = tiny_model()
+    mp = meta_params("maml")
+    algorithm = build_algorithm(mp, model)
+    tasks = random_batch()
+    tasks.query.target[0, 0] = math.inf  # one broken row poisons the meta-loss
+    with pytest.raises(NonFiniteLossError, match="maml meta epoch 0"):
+        fit(
+            model,
+            algorithm,
+            lambda epoch: [tasks],
+            Validation("val_x", True, lambda: 0.5),
+            mp,
+            Checkpoints(tmp_path, "run"),
+            Randomness(torch.Generator()),
+        )
+
+
+def test_a_finished_run_resumes_from_its_checkpoint_and_another_run_does_not(tmp_path):
+    first_model, first = run(tmp_path, [0.9, 0.8, 0.7, 0.6])
+    again_model, again = run(tmp_path, [])  # every epoch is in the checkpoint: nothing to validate
+    assert again.resumed_from == 4 and again.best_epoch == first.best_epoch
+    for key, value in first_model.state_dict().items():
+        assert torch.equal(again_model.state_dict()[key], value)
+    _, other = run(tmp_path, [0.5] * 4, fingerprint="another run")
+    assert other.resumed_from is None
+
+
+def test_history_csv_has_the_metric_column(tmp_path):
+    _, result = run(tmp_path, [0.9, 0.8, 0.7, 0.6])
+    write_history(tmp_path / "log.csv", result.history, "val_x")
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    assert lines[0] == "epoch,phase,train_loss,val_x,seconds" and len(lines) == 5

@@ -1,0 +1,101 @@
+"""The ranker has the guarantees of the rating model because both are callers of the one loop:
+determinism for a seed, resume after SIGKILL to identical weights, NaN rules, the run's device."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarec_tasks.errors import EXIT_TRAINING
+from metarec_tasks.models.ranking import load_rank_model
+from metarec_tasks.orchestration.cli import main
+from metarec_tasks.params import update_params_file
+from metarec_tasks.paths import Workspace
+from tests.helpers import BIN, REPO, build_episodes_workspace
+
+FAST = {"meta.epochs": 2, "meta.patience": 2, "ranking.meta.epochs": 3, "run.device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def episodes_ws(tmp_path_factory) -> Path:
+    return build_episodes_workspace(tmp_path_factory.mktemp("episodes"))
+
+
+def clone(src: Path, dst: Path, overrides: dict) -> Path:
+    shutil.copytree(src, dst)
+    update_params_file(dst / "params.yaml", overrides)
+    return dst
+
+
+def rank_weights(path: Path) -> dict[str, torch.Tensor]:
+    model, _, algorithm_state = load_rank_model(path)
+    return {**model.state_dict(), **{f"alg.{k}": v for k, v in algorithm_state.items()}}
+
+
+def assert_same(a: Path, b: Path) -> None:
+    wa, wb = rank_weights(a), rank_weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def test_two_ranker_runs_give_identical_weights(episodes_ws, tmp_path):
+    a = clone(episodes_ws, tmp_path / "a", FAST)
+    b = clone(episodes_ws, tmp_path / "b", FAST)
+    for ws in (a, b):
+        assert main(["--root", str(ws), "train"]) == 0
+    assert_same(Workspace(a).rank_model_file, Workspace(b).rank_model_file)
+    assert_same(Workspace(a).rank_pretrained_file, Workspace(b).rank_pretrained_file)
+    log = Workspace(a).rank_train_log.read_text().splitlines()
+    assert log[0] == "epoch,phase,train_loss,val_recall@20,seconds" and len(log) == 1 + 3
+
+
+def test_a_nan_in_the_ranker_writes_no_model_at_all(episodes_ws, tmp_path):
+    ws = clone(episodes_ws, tmp_path / "ws", {**FAST, "ranking.meta.meta_lr": 1.0e30})
+    files = Workspace(ws)
+    for path in (files.model_file, files.pretrained_model_file, files.rank_model_file):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"yesterday's model")
+    assert main(["--root", str(ws), "train"]) == EXIT_TRAINING
+    for path in (files.model_file, files.pretrained_model_file, files.rank_model_file):
+        assert path.read_bytes() == b"yesterday's model", path  # the rating model's files too
+
+
+def test_the_ranker_trains_on_the_runs_device(episodes_ws, tmp_path, capfd):
+    ws = clone(episodes_ws, tmp_path / "ws", FAST)
+    assert main(["--root", str(ws), "train"]) == 0
+    assert "validation users, device cpu" in capfd.readouterr().err
+    if not torch.cuda.is_available():  # run.device=cuda on a machine without one: refused, nothing trained
+        update_params_file(ws / "params.yaml", {"run.device": "cuda"})
+        assert main(["--root", str(ws), "train"]) == 2
+
+
+@pytest.mark.slow
+def test_the_ranker_resumes_after_sigkill_and_matches_an_uninterrupted_run(episodes_ws, tmp_path):
+    overrides = {**FAST, "ranking.meta.epochs": 12, "ranking.meta.patience": 12}
+    killed = clone(episodes_ws, tmp_path / "killed", overrides)
+    clean = clone(episodes_ws, tmp_path / "clean", overrides)
+    checkpoints = Workspace(killed).checkpoints_for("ranking")
+    command = [str(BIN / "metarec"), "--root", str(killed), "train"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("epoch-*.pt")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
+    assert not Workspace(killed).rank_model_file.exists()
+    done = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("epoch-*.pt"))
+    assert 1 <= done < overrides["ranking.meta.epochs"]
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    assert f"resuming from epoch-{done:04d}.pt ({done} meta-epochs done)" in resumed.stderr
+    subprocess.run([*command[:2], str(clean), "train"], env=env, capture_output=True, check=True)
+    assert_same(Workspace(killed).rank_model_file, Workspace(clean).rank_model_file)
