@@ -199,23 +199,38 @@ class EvaluateParams(_Strict):
     # top-K baselines (holdout_topk.parquet) the published model must beat on catalog_recall@catalog_k
     catalog_gate_baselines: list[str]
 
-    @field_validator("primary_metric")
-    @classmethod
-    def _known_metric(cls, value: str) -> str:
-        known = {
-            "mae",
-            "rmse",
-            "bin_ndcg@5",
-            "precision@5",
-            "recall@5",
-            "hr@5",
-            "mrr@5",
-            "catalog_recall@20",
-            "catalog_ndcg@20",
-        } | {f"ndcg@{k}" for k in range(1, 21)}
-        if value not in known:
-            raise ValueError(f"unknown primary metric {value!r}; choose from {sorted(known)}")
-        return value
+    @model_validator(mode="after")
+    def _known_metric(self) -> EvaluateParams:
+        known = metric_names(self)
+        if self.primary_metric not in known:
+            raise ValueError(
+                f"evaluate.primary_metric {self.primary_metric!r} is not a metric the evaluate stage "
+                f"computes with evaluate.ndcg_ks={self.ndcg_ks}, evaluate.binary_k={self.binary_k} and "
+                f"evaluate.catalog_k={self.catalog_k}; choose from {known}"
+            )
+        return self
+
+
+# Stems of the metrics at a cut-off; the full names are `<stem>@<k>` (see `metric_names`).
+BINARY_METRIC_STEMS = ("bin_ndcg", "precision", "recall", "mrr")
+CATALOG_METRIC_STEMS = ("catalog_recall", "catalog_ndcg")
+
+
+def metric_names(ep: EvaluateParams) -> list[str]:
+    """Exactly the per-predictor metrics the evaluate stage computes, in report order: the one list
+    that the primary-metric check, the report and the run summary use.
+
+    Rating error on the query items; graded nDCG at each of `ndcg_ks`; the binary protocol at
+    `binary_k` (`evaluation.tables.per_user_scores`); full-catalog top-K at `catalog_k`
+    (`evaluation.tables.per_user_catalog`).
+    """
+    return [
+        "mae",
+        "rmse",
+        *(f"ndcg@{k}" for k in dict.fromkeys(ep.ndcg_ks)),
+        *(f"{stem}@{ep.binary_k}" for stem in BINARY_METRIC_STEMS),
+        *(f"{stem}@{ep.catalog_k}" for stem in CATALOG_METRIC_STEMS),
+    ]
 
 
 class PublishParams(_Strict):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # this checkout: the default pipeline workspace
+
 
 @dataclass(frozen=True)
 class Workspace:

@@ -320,8 +320,10 @@ def test_nightly_run_on_celery_topology(topology):
         ).all()
     engine.dispose()
     # The trigger's conf reached the stages, and the last task recorded the run's exact versions.
-    assert record["algorithm"] == "fomaml"
+    assert record["params"]["meta"]["algorithm"] == "fomaml"  # the trigger's `algorithm`: the rating model
     assert record["params"]["meta"]["epochs"] == 2
+    # the record names the producer of the published rows: the ranker
+    assert record["algorithm"] == record["params"]["ranking"]["meta"]["algorithm"]
     assert record["published"]
     assert record["airflow_run_id"] == run_id
     assert set(record["dvc_lock"]["stages"]) >= {"ingest", "train", "finetune", "publish"}

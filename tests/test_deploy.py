@@ -215,7 +215,7 @@ def test_init_workspace_creates_then_refreshes(tmp_path):
     assert init_workspace(root, REPO, overrides, remote=str(remote)) is True
     params = load_params(root / "params.yaml")
     assert params.orchestration.gpu_queue == "gpu" and params.meta.epochs == 2
-    assert (root / "metarec_tasks" / "deploy.py").exists()
+    assert (root / "metarec_tasks" / "orchestration" / "deploy.py").exists()
     remotes = subprocess.run(["dvc", "remote", "list"], cwd=root, capture_output=True, text=True).stdout
     assert "deploy" in remotes and str(remote) in remotes
     # The deployment's remote lives in the git-ignored config.local, not in the committed config.

@@ -49,7 +49,6 @@ def _reference_binary(relevant, scores, k):
     return {
         f"precision@{k}": hits / k,
         f"recall@{k}": hits / sum(relevant) if sum(relevant) else 0.0,
-        f"hr@{k}": float(hits > 0),
         f"mrr@{k}": 0.0 if first is None else 1 / (first + 1),
         f"ndcg@{k}": ndcg_score(np.asarray(relevant, float)[None, :], np.asarray(scores)[None, :], k=k)
         if sum(relevant)

@@ -3,13 +3,19 @@
 Two ranking protocols coexist in the cold-start literature and we report both:
 - MeLU/TaNP: graded nDCG@k over the user's query items, gain 2^rating − 1;
 - RecBole-MetaRec: the 5 query items with the highest true rating are "relevant" (binary), the query
-  items are ranked by predicted score, and nDCG/Precision/Recall/HR/MRR@5 are computed on that.
+  items are ranked by predicted score, and nDCG/Precision/Recall/MRR@5 are computed on that.
+  Hit rate (HR@k: at least one relevant item in the top k) is deliberately not reported: with N
+  relevant items among n query items, the top k holds at least k + N − n relevant ones. With the
+  defaults (10 query items, 5 relevant, k = 5) a user is missed only when the ranking puts exactly
+  the 5 irrelevant items first (e.g. a constant predictor, under pessimistic tie-breaking), and never
+  when the user has fewer than 10 query items: HR@5 is 1.0 for every non-constant predictor and
+  separates nothing.
 Full-catalog metrics (Recall@K, nDCG@K over every item not in the support set) measure what the
 published top-K actually is.
 
 Ties in predictions: nDCG averages the discount over the tied positions (the expected DCG under a
 random tie-break, as `sklearn.metrics.ndcg_score`), so a constant predictor gets its expected score
-rather than a lucky or unlucky row order. Precision/Recall/HR/MRR break ties pessimistically
+rather than a lucky or unlucky row order. Precision/Recall/MRR break ties pessimistically
 (relevant items last).
 """
 
@@ -63,7 +69,8 @@ def pessimistic_order(relevant: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def binary_metrics(relevant: np.ndarray, scores: np.ndarray, k: int) -> dict[str, float]:
-    """nDCG, Precision, Recall, HR and MRR at k for a binary relevance vector."""
+    """nDCG, Precision, Recall and MRR at k for a binary relevance vector (no hit rate: see the module
+    docstring)."""
     relevant = np.asarray(relevant, bool)
     n_rel = int(relevant.sum())
     top = relevant[pessimistic_order(relevant, scores)][:k]
@@ -73,7 +80,6 @@ def binary_metrics(relevant: np.ndarray, scores: np.ndarray, k: int) -> dict[str
         f"ndcg@{k}": ndcg(relevant.astype(float), np.asarray(scores, float), k),
         f"precision@{k}": hits / k,
         f"recall@{k}": hits / n_rel if n_rel else 0.0,
-        f"hr@{k}": float(hits > 0),
         f"mrr@{k}": 1.0 / (first + 1) if hits else 0.0,
     }
 

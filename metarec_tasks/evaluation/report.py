@@ -7,29 +7,18 @@ from typing import Any
 
 import pandas as pd
 
-from metarec_tasks.params import Params
+from metarec_tasks.evaluation.tables import ranked_by
+from metarec_tasks.params import EvaluateParams, Params, metric_names
 from metarec_tasks.paths import Workspace
 
 log = logging.getLogger(__name__)
 
-REPORT_METRICS = (
-    "mae",
-    "rmse",
-    "ndcg@5",
-    "bin_ndcg@5",
-    "precision@5",
-    "hr@5",
-    "mrr@5",
-    "catalog_recall@20",
-    "catalog_ndcg@20",
-)
 
-
-def metric_table(results: dict[str, dict[str, float]], primary: str) -> str:
-    """Markdown table, one row per predictor, `mean ± ci` per metric, sorted by the primary metric."""
-    shown = [name for name in REPORT_METRICS if any(name in r for r in results.values())]
-    reverse = primary not in ("mae", "rmse")
-    order = sorted(results, key=lambda p: results[p].get(primary, float("nan")), reverse=reverse)
+def metric_table(results: dict[str, dict[str, float]], ep: EvaluateParams) -> str:
+    """Markdown table, one row per predictor, `mean ± ci` per metric (every metric evaluate computes
+    and some predictor has), sorted best first by the primary metric, predictors without it last."""
+    shown = [name for name in metric_names(ep) if any(name in r for r in results.values())]
+    order = ranked_by(results, ep.primary_metric)
     lines = ["| predictor | users | " + " | ".join(shown) + " |", "|---|---:|" + "---:|" * len(shown)]
     for name in order:
         r = results[name]
@@ -42,6 +31,16 @@ def metric_table(results: dict[str, dict[str, float]], primary: str) -> str:
             cells.append(f"{r[metric]:.4f} ± {ci:.4f}" if ci == ci and ci is not None else f"{r[metric]:.4f}")
         lines.append(f"| {name} | {r.get('users', '')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def panel_series(breakdown: pd.DataFrame, metric: str) -> dict[str, str]:
+    """The `<predictor>.<metric>` columns of a breakdown table with any value, by predictor name."""
+    suffix = f".{metric}"
+    return {
+        column.removesuffix(suffix): column
+        for column in breakdown.columns
+        if column.endswith(suffix) and breakdown[column].notna().any()
+    }
 
 
 def write_report(
@@ -64,7 +63,7 @@ def write_report(
         "",
         "## Every predictor on the same holdout users (mean ± 95% CI over users)",
         "",
-        metric_table(results, primary),
+        metric_table(results, params.evaluate),
         "",
         "`ndcg@k`: graded, gain 2^rating − 1 over the query items (MeLU). `bin_*`: the "
         f"{params.evaluate.binary_relevant} highest-rated query items are relevant (RecBole-MetaRec). "
@@ -90,29 +89,37 @@ def _charts(
     if not curve.empty:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, metric in zip(axes, ("mae", primary), strict=True):
-            for column in [c for c in curve.columns if c.endswith(f".{metric}")]:
-                ax.plot(curve["group"], curve[column], marker="o", label=column.rsplit(".", 1)[0])
+            for label, column in panel_series(curve, metric).items():
+                ax.plot(curve["group"], curve[column], marker="o", label=label)
             ax.set_xlabel("support-set size (interactions)")
             ax.set_ylabel(metric)
             ax.set_xscale("log")
             ax.set_xticks(list(curve["group"]), [str(g) for g in curve["group"]])
             ax.minorticks_off()
-        axes[0].legend(fontsize=7)
+            if ax.get_lines():
+                ax.legend(fontsize=7)
         fig.suptitle("Cold-start curve: quality vs. how much we know about the user")
         fig.tight_layout()
         fig.savefig(ws.figures / "cold_start_curve.png", dpi=110)
         plt.close(fig)
         made.append(("Cold-start curve", "cold_start_curve.png"))
     if not scenarios.empty:
-        mae_columns = [c for c in scenarios.columns if c.endswith(".mae")]
-        frame = scenarios.set_index("group")[mae_columns]
-        frame.columns = [c.removesuffix(".mae") for c in mae_columns]
-        ax = frame.plot.bar(figsize=(9, 4), rot=0)
-        ax.set_ylabel("MAE")
-        ax.set_title("MAE by MeLU scenario (user × item: existing / new)")
-        ax.figure.tight_layout()
-        ax.figure.savefig(ws.figures / "scenarios.png", dpi=110)
-        plt.close(ax.figure)
+        metrics = [m for m in dict.fromkeys(("mae", primary)) if panel_series(scenarios, m)]
+        panels = max(len(metrics), 1)
+        fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4), squeeze=False)
+        for ax, metric in zip(axes[0], metrics, strict=False):
+            series = panel_series(scenarios, metric)
+            frame = scenarios.set_index("group")[list(series.values())]
+            frame.index = [str(group).replace("/", "\n") for group in frame.index]
+            frame.columns = list(series)
+            frame.plot.bar(ax=ax, rot=0)
+            ax.set_ylabel(metric)
+            ax.set_xlabel("")
+            ax.legend(fontsize=7)
+        fig.suptitle("By MeLU scenario (user × item: existing / new)")
+        fig.tight_layout()
+        fig.savefig(ws.figures / "scenarios.png", dpi=110)
+        plt.close(fig)
         made.append(("Cold-start scenarios", "scenarios.png"))
     if ws.train_log.exists():
         log_frame = pd.read_csv(ws.train_log)

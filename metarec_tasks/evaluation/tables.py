@@ -7,6 +7,7 @@ the baselines are compared on identical ground; each holdout user counts once.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 
 from metarec_tasks.evaluation import metrics as m
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
-from metarec_tasks.params import EvaluateParams
+from metarec_tasks.params import CATALOG_METRIC_STEMS, EvaluateParams
 
 MODEL = "model"
 SUPPORT_BUCKETS = (1, 3, 5, 10, 20)
@@ -23,6 +24,18 @@ LOWER_IS_BETTER_METRICS = ("mae", "rmse")
 
 def lower_is_better(metric: str) -> bool:
     return metric in LOWER_IS_BETTER_METRICS
+
+
+def ranked_by(results: dict[str, dict[str, float]], metric: str) -> list[str]:
+    """Predictor names, best first on `metric`; those without a finite value last, in their order."""
+    sign = 1.0 if lower_is_better(metric) else -1.0
+
+    def key(name: str) -> tuple[bool, float]:
+        value = results[name].get(metric)
+        finite = isinstance(value, int | float) and math.isfinite(value)
+        return (not finite, sign * value if finite else 0.0)
+
+    return sorted(results, key=key)
 
 
 def predictor_columns(holdout: pd.DataFrame) -> dict[str, str]:
@@ -51,19 +64,30 @@ def per_user_scores(holdout: pd.DataFrame, column: str, ep: EvaluateParams) -> p
 def per_user_catalog(
     topk: pd.DataFrame, holdout: pd.DataFrame, predictor: str, ep: EvaluateParams
 ) -> pd.DataFrame:
-    """Full-catalog Recall/nDCG@K per holdout user with at least one relevant held-out item."""
-    relevant = holdout[holdout["value"] >= ep.relevance_threshold].groupby(USER_KEY)[ITEM_KEY].agg(set)
-    ranked = (
+    """Full-catalog Recall/nDCG@K per holdout user with at least one relevant held-out item (the
+    relevant items are those of the `holdout` rows given, so a subset of rows gives the metrics
+    against that subset's items)."""
+    return _catalog_scores(_ranked_lists(topk, predictor), holdout, ep)
+
+
+def _ranked_lists(topk: pd.DataFrame, predictor: str) -> pd.Series:
+    """Each user's ranked item list of one top-K predictor."""
+    return (
         topk[topk["predictor"] == predictor]
         .sort_values([USER_KEY, "rank"])
         .groupby(USER_KEY)[ITEM_KEY]
         .agg(list)
     )
+
+
+def _catalog_scores(ranked: pd.Series, holdout: pd.DataFrame, ep: EvaluateParams) -> pd.DataFrame:
+    relevant = holdout[holdout["value"] >= ep.relevance_threshold].groupby(USER_KEY)[ITEM_KEY].agg(set)
     rows = []
     for user, items in relevant.items():
         scores = m.catalog_metrics(ranked.get(user, []), items, ep.catalog_k)
         rows.append({USER_KEY: user, **{f"catalog_{k}": v for k, v in scores.items()}})
-    return pd.DataFrame(rows)
+    columns = [USER_KEY, *(f"{stem}@{ep.catalog_k}" for stem in CATALOG_METRIC_STEMS)]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def summarize(per_user: pd.DataFrame) -> dict[str, float]:
@@ -88,10 +112,20 @@ def support_bucket(sizes: pd.Series) -> pd.Series:
     return pd.Series(edges[np.clip(idx, 0, len(edges) - 1)], index=sizes.index)
 
 
-def breakdown(holdout: pd.DataFrame, groups: pd.Series, ep: EvaluateParams) -> pd.DataFrame:
-    """Primary metric and MAE per predictor within each group (scenario or support-size bucket)."""
+def breakdown(
+    holdout: pd.DataFrame, topk: pd.DataFrame, groups: pd.Series, ep: EvaluateParams
+) -> pd.DataFrame:
+    """Per group (scenario or support-size bucket; `groups` is aligned with the holdout rows): MAE
+    and the primary metric, when it is a query-set metric, of every rating predictor, and the
+    full-catalog metrics of every top-K predictor, as `<predictor>.<metric>` columns.
+
+    The catalog metrics of a group score each of its users' top-K lists against the user's relevant
+    held-out items within the group: all of them for a support-size bucket (a user's rows share one
+    support size), only the new (or existing) items for a scenario split by item.
+    """
     rows = []
     columns = predictor_columns(holdout)
+    ranked = {name: _ranked_lists(topk, name) for name in topk["predictor"].unique()}
     for group, part in holdout.groupby(groups.to_numpy(), sort=True):
         row: dict[str, Any] = {"group": group, "users": int(part[USER_KEY].nunique()), "rows": len(part)}
         for name, column in columns.items():
@@ -99,5 +133,9 @@ def breakdown(holdout: pd.DataFrame, groups: pd.Series, ep: EvaluateParams) -> p
             row[f"{name}.mae"] = float(scores["mae"].mean())
             if ep.primary_metric in scores:
                 row[f"{name}.{ep.primary_metric}"] = float(scores[ep.primary_metric].mean())
+        for name, lists in ranked.items():
+            scores = _catalog_scores(lists, part, ep)
+            for metric in scores.columns.drop(USER_KEY):
+                row[f"{name}.{metric}"] = float(scores[metric].mean()) if len(scores) else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)

@@ -22,7 +22,7 @@ import yaml
 
 from metarec_tasks.errors import EXIT_DATA_QUALITY, retryable
 from metarec_tasks.params import PARAMS_FILE, load_params, update_params_file
-from metarec_tasks.paths import Workspace
+from metarec_tasks.paths import PROJECT_ROOT, Workspace
 from metarec_tasks.stages import STAGES
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class StageFailed(RuntimeError):
 
 def workspace_root() -> Path:
     """The git + DVC workspace the pipeline runs in (default: this checkout)."""
-    return Path(os.environ.get(WORKSPACE_ENV) or Path(__file__).resolve().parents[1])
+    return Path(os.environ.get(WORKSPACE_ENV) or PROJECT_ROOT)
 
 
 def run_date_for(conf_run_date: str | None, logical_date: datetime | None) -> date:

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from metarec_tasks.params import PARAMS_FILE, update_params_file
+from metarec_tasks.paths import PROJECT_ROOT
 from metarec_tasks.stages import GPU_STAGES
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     init = sub.add_parser("init-workspace", help="create or refresh the shared pipeline workspace")
     init.add_argument("root", type=Path)
     init.add_argument(
-        "--source", type=Path, default=os.environ.get("METAREC_SOURCE") or Path(__file__).resolve().parents[1]
+        "--source", type=Path, default=os.environ.get("METAREC_SOURCE") or PROJECT_ROOT
     )
     init.add_argument("--remote", help="DVC remote URL or path (kept in .dvc/config.local)")
     init.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params.yaml override")

@@ -5,12 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from metarec_tasks.evaluation.tables import MODEL, lower_is_better
-from metarec_tasks.params import Params
+from metarec_tasks.evaluation.tables import MODEL, ranked_by
+from metarec_tasks.params import EvaluateParams, Params, metric_names
 from metarec_tasks.paths import Workspace
 from metarec_tasks.publishing.warehouse import connect, count_recommendations, run_row, top_items
 
-SUMMARY_METRICS = ("mae", "ndcg@5", "bin_ndcg@5", "catalog_recall@20")
+# The families of metric shown, each at the last cut-off `evaluate` lists; plus the primary metric.
+SUMMARY_STEMS = ("mae", "ndcg", "bin_ndcg", "catalog_recall")
+
+
+def summary_metrics(ep: EvaluateParams, primary: str | None = None) -> list[str]:
+    """The summary's columns, taken from the metrics evaluate computes (`params.metric_names`): the
+    last name of each of SUMMARY_STEMS, then the primary metric if it is not one of them."""
+    names = metric_names(ep)
+    by_stem = {name.split("@")[0]: name for name in names}
+    shown = [by_stem[stem] for stem in SUMMARY_STEMS if stem in by_stem]
+    primary = ep.primary_metric if primary is None else primary
+    return shown if primary in shown else [*shown, primary]
 
 
 def render_summary(params: Params, root: Path, users: int, top: int) -> str:
@@ -30,12 +41,13 @@ def render_summary(params: Params, root: Path, users: int, top: int) -> str:
 
     predictors = metrics["predictors"]
     primary = metrics["primary_metric"]
-    columns = [c for c in SUMMARY_METRICS if any(c in r for r in predictors.values())]
+    columns = [
+        c for c in summary_metrics(params.evaluate, primary) if any(c in r for r in predictors.values())
+    ]
     lines.append(f"Holdout: {predictors[MODEL]['users']} users (never seen in training); mean over users")
     lines.append(f"  {'predictor':<26}" + "".join(f"{c:>19}" for c in columns))
-    reverse = not lower_is_better(primary)
-    ranked = sorted(predictors.items(), key=lambda kv: kv[1].get(primary, float("nan")), reverse=reverse)
-    for name, r in ranked:
+    for name in ranked_by(predictors, primary):
+        r = predictors[name]
         cells = "".join(f"{r[c]:>19.4f}" if c in r else f"{'-':>19}" for c in columns)
         lines.append(f"  {name:<26}{cells}")
     if "global_mean" in predictors:

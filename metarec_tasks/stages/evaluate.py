@@ -50,8 +50,8 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
         results.setdefault(name, {}).update({k: v for k, v in catalog.items() if k != "users"})
         results[name]["catalog_users"] = catalog["users"]
 
-    scenarios = breakdown(holdout, scenario_of(holdout), ep)
-    curve = breakdown(holdout, support_bucket(holdout["support_size"]), ep)
+    scenarios = breakdown(holdout, topk, scenario_of(holdout), ep)
+    curve = breakdown(holdout, topk, support_bucket(holdout["support_size"]), ep)
     decision = catalog_gate(gate(results, ep), results, ep)
     report = {
         "primary_metric": ep.primary_metric,

@@ -110,7 +110,7 @@ def fit(
         total, tasks = 0.0, 0
         for batch in batches(epoch):
             loss = meta_gradients(model, optimizer, algorithm, batch, world, autocast(device, mp.amp))
-            check_finite(loss, f"{algorithm.name} meta epoch {epoch}")
+            check_finite(loss, f"meta epoch {epoch}")
             optimizer.step()
             total, tasks = total + loss.item() * len(batch), tasks + len(batch)
         value = _validate(validation, epoch)
@@ -167,8 +167,9 @@ def meta_gradients(
 
 
 def check_finite(loss: torch.Tensor, where: str) -> None:
+    """Every training phase (warm-ups, meta-epochs) stops on a non-finite loss before a file is written."""
     if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"loss became {loss.item()} in {where}; no model was written")
+        raise NonFiniteLossError(f"loss became {loss.item()} at {where}; no model was written")
 
 
 def write_history(path: Path, history: list[dict], metric: str) -> None:

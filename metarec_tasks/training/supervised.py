@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from metarec_tasks.errors import NonFiniteLossError
 from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.models.rating import RatingNet
 from metarec_tasks.params import MetaParams
+from metarec_tasks.training.loop import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,3 @@ def fit_pretrained(
     model.load_state_dict(best[2])
     log.info("pretrained baseline: best epoch %d, validation MAE (no adaptation) %.4f", best[1], best[0])
     return {"best_epoch": best[1], "best_val_mae": best[0]}
-
-
-def check_finite(loss: torch.Tensor, where: str) -> None:
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"loss became {loss.item()} at {where}; no model was written")

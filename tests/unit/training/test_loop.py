@@ -61,7 +61,7 @@ def test_a_diverging_loss_stops_the_run(tmp_path):
     algorithm = build_algorithm(mp, model)
     tasks = random_batch()
     tasks.query.target[0, 0] = math.inf  # one broken row poisons the meta-loss
-    with pytest.raises(NonFiniteLossError, match="maml meta epoch 0"):
+    with pytest.raises(NonFiniteLossError, match="at meta epoch 0"):
         fit(
             model,
             algorithm,
