@@ -46,6 +46,7 @@ from metarec_tasks.params import Params, load_params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.personalization.loading import load_adapting_model
 from metarec_tasks.personalization.rating import predict_holdout
+from metarec_tasks.threads import apply_thread_policy
 from metarec_tasks.training.rating import save_rating_models, train_rating_model
 from metarec_tasks.training.runtime import pick_device
 
@@ -324,6 +325,7 @@ def main() -> None:
         help="override a params.yaml value for this benchmark (e.g. finetune.inner_steps=3)",
     )
     args = parser.parse_args()
+    apply_thread_policy(load_params(ROOT / "params.yaml").run.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("metarec_tasks", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

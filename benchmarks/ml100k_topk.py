@@ -52,6 +52,7 @@ from metarec_tasks.ranking import baselines as bl
 from metarec_tasks.ranking.data import EvalUsers, RankContext
 from metarec_tasks.ranking.episodes import NegativeSampler, item_features, user_items
 from metarec_tasks.ranking.scoring import exclusion_mask, rank_users, top_k
+from metarec_tasks.threads import apply_thread_policy
 from metarec_tasks.training.checkpoint import Checkpoints
 from metarec_tasks.training.ranker import TRANSFER_ALGORITHM, meta_train, ranking_algorithm, warm_up
 
@@ -238,6 +239,7 @@ def main() -> None:
         key, value = item.split("=", 1)
         overrides[key] = yaml.safe_load(value)
     params = load_params(REPO / "params.yaml", overrides)
+    apply_thread_policy(params.run.threads)
     ml, ratings = load(args.data)
     protocol = Protocol(seed=args.seed)
     tasks = assign_roles(eligible_ratings(ratings, protocol), protocol)

@@ -29,6 +29,7 @@ class RunParams(_Strict):
     run_date: date
     seed: int
     device: Literal["auto", "cpu", "cuda"]
+    threads: int = Field(ge=1)  # intra-op threads per process (metarec_tasks/threads.py)
 
     @property
     def run_id(self) -> str:

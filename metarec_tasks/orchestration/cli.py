@@ -19,6 +19,7 @@ from metarec_tasks.errors import EXIT_OK, MetaRecError
 from metarec_tasks.params import PARAMS_FILE, Params, load_params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.stages import STAGES, stage_runner
+from metarec_tasks.threads import apply_thread_policy
 
 log = logging.getLogger("metarec")
 
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     root = args.root.resolve()
     params = load_params(args.params or root / PARAMS_FILE, parse_overrides(args.overrides))
+    apply_thread_policy(params.run.threads)  # before any stage imports torch
     if args.command == "param":
         node: Any = params.model_dump(mode="json", by_alias=True)
         for key in args.key.split("."):

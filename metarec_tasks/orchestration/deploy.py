@@ -200,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init-workspace", help="create or refresh the shared pipeline workspace")
     init.add_argument("root", type=Path)
-    init.add_argument(
-        "--source", type=Path, default=os.environ.get("METAREC_SOURCE") or PROJECT_ROOT
-    )
+    init.add_argument("--source", type=Path, default=os.environ.get("METAREC_SOURCE") or PROJECT_ROOT)
     init.add_argument("--remote", help="DVC remote URL or path (kept in .dvc/config.local)")
     init.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params.yaml override")
     sub.add_parser("admin-user", help="write the admin user from AIRFLOW_ADMIN_USERNAME/_PASSWORD")
