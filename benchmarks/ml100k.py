@@ -9,7 +9,7 @@ same stage code the nightly pipeline runs (`training.rating.train_rating_model`,
 Hyperparameters (the inner learning rate) are chosen on validation users of the first fold only —
 never on test users.
 
-Usage: python benchmarks/ml100k.py [--quick] [--data ../shared/data/ml-100k]
+Usage: python -m benchmarks.ml100k [--quick] [--data ../shared/data/ml-100k]
 """
 
 from __future__ import annotations

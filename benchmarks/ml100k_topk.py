@@ -8,8 +8,8 @@ CI over test users; the cold-start curve truncates every test user's support to 
 ratings. The meta-learned model reported as "best" is the one with the best mean *validation* recall
 (never chosen on test users), compared with every baseline by paired tests over test users.
 
-    PYTHONPATH=. python benchmarks/ml100k_topk.py            # the measured run (5 folds)
-    PYTHONPATH=. python benchmarks/ml100k_topk.py --quick    # one fold, few epochs (smoke test)
+    python -m benchmarks.ml100k_topk            # the measured run (5 folds)
+    python -m benchmarks.ml100k_topk --quick    # one fold, few epochs (smoke test)
 """
 
 from __future__ import annotations

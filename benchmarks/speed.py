@@ -9,8 +9,8 @@ Same model, same tasks, same steps for both engines. Measures
   evenly between the processes), and with 1..N processes on N GPUs (NCCL) when present.
 CPU always, CUDA too when present. Writes reports/bench_speed.json.
 
-    PYTHONPATH=. python benchmarks/speed.py            # the measured run
-    PYTHONPATH=. python benchmarks/speed.py --quick    # seconds-long smoke run (CI)
+    python -m benchmarks.speed            # the measured run
+    python -m benchmarks.speed --quick    # seconds-long smoke run (CI)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Validate throughput and peak memory: N synthetic events (default 10 M) over a 14-day window.
 
-    PYTHONPATH=. python benchmarks/validate.py              # the measured run (a few minutes)
-    PYTHONPATH=. python benchmarks/validate.py --rows 20000  # smoke test
+    python -m benchmarks.validate              # the measured run (a few minutes)
+    python -m benchmarks.validate --rows 20000  # smoke test
 
 Writes `reports/bench_validate.json`: events/s, peak RSS of the validating process, and the seconds
 per phase of `metarec validate` (from its own report). The events are generated straight into

@@ -5,12 +5,12 @@ import shutil
 
 import pandas as pd
 import pytest
-from landing_util import clean_landing, good_rows, ingest_and_validate, landing_params
 
 from metarec_tasks.logs import landing
 from metarec_tasks.logs.synth_landing import write_synthetic_landing, write_table
 from metarec_tasks.paths import Workspace
 from metarec_tasks.stages import ingest
+from tests.landing_util import clean_landing, good_rows, ingest_and_validate, landing_params
 
 CONTRACT = ["user_id", "item_id", "event_type", "value", "timestamp"]
 

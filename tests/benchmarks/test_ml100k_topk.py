@@ -26,10 +26,10 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path):
         pytest.skip("ML-100K not available")
     out = tmp_path / "topk.json"
     subprocess.run(
-        [sys.executable, "benchmarks/ml100k_topk.py", "--quick", "--buckets", "1", "5", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.ml100k_topk", "--quick", "--buckets", "1", "5", "--out", str(out)],
         cwd=REPO,
         check=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=dict(os.environ),
         capture_output=True,
     )
     report = json.loads(out.read_text())

@@ -3,11 +3,11 @@
 from datetime import date
 
 import pandas as pd
-from landing_util import clean_landing, ingest_and_validate, landing_params
 from sqlalchemy import select
 
 from metarec_tasks.publishing.records import quality_rows
 from metarec_tasks.publishing.warehouse import RunRecord, connect, data_quality, publish_run
+from tests.landing_util import clean_landing, ingest_and_validate, landing_params
 
 
 def test_quality_summary_is_written_per_check_and_reason(tmp_path):

@@ -15,7 +15,8 @@ def test_speed_benchmark_quick_writes_a_report(tmp_path):
     subprocess.run(
         [
             sys.executable,
-            str(REPO / "benchmarks" / "speed.py"),
+            "-m",
+            "benchmarks.speed",
             "--quick",
             "--threads",
             "1",
@@ -23,7 +24,7 @@ def test_speed_benchmark_quick_writes_a_report(tmp_path):
             str(output),
         ],
         cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": ""},
+        env={"PATH": ""},
         check=True,
         capture_output=True,
     )

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import pytest
-from landing_util import REPO, clean_landing, good_rows, ingest_and_validate, landing_params
 
 from metarec_tasks.errors import DataQualityError
 from metarec_tasks.logs.landing import partition_dir
+from tests.landing_util import REPO, clean_landing, good_rows, ingest_and_validate, landing_params
 
 GOOD = 100  # valid rows in each added file: a few bad ones stay under max_bad_row_share (5%)
 

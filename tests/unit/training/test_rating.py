@@ -134,7 +134,7 @@ def test_warm_start_copies_the_champion_and_maps_item_rows(tmp_path):
     from metarec_tasks.meta import build_algorithm
     from metarec_tasks.models.rating import RatingNet
     from metarec_tasks.training.warm_start import warm_start
-    from tests.test_meta_equivalence import meta_params
+    from tests.unit.meta.test_functional import meta_params
 
     champion = tiny_model(torch.float32, seed=1)
     old_ids = [f"i{k}" for k in range(champion.dims.n_item_ids)]

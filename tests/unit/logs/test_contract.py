@@ -3,7 +3,6 @@
 import re
 
 import pandas as pd
-from landing_util import REPO, clean_landing, ingest_and_validate, landing_params
 
 from metarec_tasks.logs.contract import (
     EVENT_COLUMNS,
@@ -14,6 +13,7 @@ from metarec_tasks.logs.contract import (
 )
 from metarec_tasks.params import load_params
 from metarec_tasks.quality.suite import build_side_suite
+from tests.landing_util import REPO, clean_landing, ingest_and_validate, landing_params
 
 
 def test_readme_table_is_the_generated_contract():

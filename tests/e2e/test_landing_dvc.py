@@ -4,11 +4,11 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import make_workspace
-from landing_util import good_rows
 
 from metarec_tasks.logs.landing import partition_dir
 from metarec_tasks.params import load_params
+from tests.helpers import make_workspace
+from tests.landing_util import good_rows
 
 
 def _run(root, *args):
