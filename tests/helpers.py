@@ -86,3 +86,28 @@ def build_episodes_workspace(root: Path) -> Path:
     for stage in ("ingest", "validate", "episodes"):
         assert main(["--root", str(root), stage]) == 0
     return root
+
+
+def clone_workspace(src: Path, dst: Path, overrides: dict) -> Path:
+    """A copy of a prepared workspace with some parameters changed."""
+    from metarec_tasks.params import update_params_file
+
+    shutil.copytree(src, dst)
+    update_params_file(dst / "params.yaml", overrides)
+    return dst
+
+
+def kill_train_at_first_checkpoint(root: Path, checkpoints: Path) -> tuple[int, list[str]]:
+    """Run `metarec train` in `root`, SIGKILL it as soon as a checkpoint lands in `checkpoints`;
+    return (epochs in the newest checkpoint, the command that resumes it)."""
+    import signal
+    import time
+
+    command = [str(BIN / "metarec"), "--root", str(root), "train"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("epoch-*.pt")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
+    return max(int(p.stem.split("-")[1]) for p in checkpoints.glob("epoch-*.pt")), command

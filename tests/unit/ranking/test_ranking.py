@@ -12,7 +12,7 @@ from metarec_tasks.meta.functional import make_engine
 from metarec_tasks.meta.objectives import LOG_Q, bpr, sampled_softmax
 from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet, load_rank_model, save_rank_model
-from metarec_tasks.params import MetaParams, RankingParams, load_params
+from metarec_tasks.params import RankingParams, load_params
 from metarec_tasks.ranking import baselines as bl
 from metarec_tasks.ranking.data import EvalUsers, RankContext
 from metarec_tasks.ranking.episodes import NegativeSampler, item_features, sample_episodes, user_items
@@ -20,26 +20,11 @@ from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, rank_u
 from metarec_tasks.training.checkpoint import Checkpoints
 from metarec_tasks.training.ranker import catalog_recall, meta_train, ranking_algorithm, warm_up
 from tests.helpers import REPO
+from tests.meta_fixtures import meta_params
 
 N_ITEMS, N_USERS = 24, 60
 DIMS = RankDims(user_cat_sizes=[3], item_cat_sizes=[4], item_multi_sizes={}, n_item_ids=N_ITEMS, dim=6)
-META = MetaParams(
-    algorithm="maml",
-    adapt="head",
-    inner_steps=2,
-    inner_lr=0.5,
-    meta_lr=0.01,
-    meta_batch_size=8,
-    epochs=1,
-    patience=1,
-    pretrain_epochs=0,
-    pretrain_batch_size=8,
-    first_order_epochs=1,
-    multi_step_loss_epochs=2,
-    support_subsample=False,
-    amp=False,
-    checkpoint_every=1,
-)
+META = meta_params("maml", adapt="head", inner_steps=2, inner_lr=0.5, epochs=1, patience=1)
 DEFAULTS = load_params(REPO / "params.yaml")
 
 

@@ -3,11 +3,7 @@ determinism for a seed, resume after SIGKILL to identical weights, NaN rules, th
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +14,7 @@ from metarec_tasks.models.ranking import load_rank_model
 from metarec_tasks.orchestration.cli import main
 from metarec_tasks.params import update_params_file
 from metarec_tasks.paths import Workspace
-from tests.helpers import BIN, REPO, build_episodes_workspace
+from tests.helpers import build_episodes_workspace, clone_workspace, kill_train_at_first_checkpoint
 
 FAST = {"meta.epochs": 2, "meta.patience": 2, "ranking.meta.epochs": 3, "run.device": "cpu"}
 
@@ -28,10 +24,7 @@ def episodes_ws(tmp_path_factory) -> Path:
     return build_episodes_workspace(tmp_path_factory.mktemp("episodes"))
 
 
-def clone(src: Path, dst: Path, overrides: dict) -> Path:
-    shutil.copytree(src, dst)
-    update_params_file(dst / "params.yaml", overrides)
-    return dst
+clone = clone_workspace
 
 
 def rank_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -82,20 +75,11 @@ def test_the_ranker_resumes_after_sigkill_and_matches_an_uninterrupted_run(episo
     overrides = {**FAST, "ranking.meta.epochs": 12, "ranking.meta.patience": 12}
     killed = clone(episodes_ws, tmp_path / "killed", overrides)
     clean = clone(episodes_ws, tmp_path / "clean", overrides)
-    checkpoints = Workspace(killed).checkpoints_for("ranking")
-    command = [str(BIN / "metarec"), "--root", str(killed), "train"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not list(checkpoints.glob("epoch-*.pt")) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
+    done, command = kill_train_at_first_checkpoint(killed, Workspace(killed).checkpoints_for("ranking"))
     assert not Workspace(killed).rank_model_file.exists()
-    done = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("epoch-*.pt"))
     assert 1 <= done < overrides["ranking.meta.epochs"]
 
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    resumed = subprocess.run(command, capture_output=True, text=True, check=True)
     assert f"resuming from epoch-{done:04d}.pt ({done} meta-epochs done)" in resumed.stderr
-    subprocess.run([*command[:2], str(clean), "train"], env=env, capture_output=True, check=True)
+    subprocess.run([*command[:2], str(clean), "train"], capture_output=True, check=True)
     assert_same(Workspace(killed).rank_model_file, Workspace(clean).rank_model_file)

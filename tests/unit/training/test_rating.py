@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +14,7 @@ from metarec_tasks.orchestration.cli import main
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
 from metarec_tasks.stages import train
-from tests.helpers import BIN, REPO, build_episodes_workspace
+from tests.helpers import build_episodes_workspace, clone_workspace, kill_train_at_first_checkpoint
 from tests.meta_fixtures import tiny_model
 
 FAST = {"meta.epochs": 3, "meta.patience": 3}
@@ -30,10 +26,7 @@ def episodes_ws(tmp_path_factory) -> Path:
     return build_episodes_workspace(tmp_path_factory.mktemp("episodes"))
 
 
-def clone(src: Path, dst: Path, overrides: dict) -> Path:
-    shutil.copytree(src, dst)
-    update_params_file(dst / "params.yaml", overrides)
-    return dst
+clone = clone_workspace
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -96,23 +89,14 @@ def test_training_resumes_after_sigkill_and_matches_an_uninterrupted_run(episode
     overrides = {"meta.epochs": 10, "meta.patience": 10, "meta.checkpoint_every": 1, "run.device": "cpu"}
     killed = clone(episodes_ws, tmp_path / "killed", overrides)
     clean = clone(episodes_ws, tmp_path / "clean", overrides)
-    checkpoints = Workspace(killed).checkpoints_for("rating")
-    command = [str(BIN / "metarec"), "--root", str(killed), "train"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not list(checkpoints.glob("epoch-*.pt")) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
+    done, command = kill_train_at_first_checkpoint(killed, Workspace(killed).checkpoints_for("rating"))
     assert not Workspace(killed).model_file.exists()
-    done = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("epoch-*.pt"))
     assert 1 <= done < overrides["meta.epochs"]
 
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    resumed = subprocess.run(command, capture_output=True, text=True, check=True)
     assert f"resuming from epoch-{done:04d}.pt ({done} meta-epochs done)" in resumed.stderr
     assert load_bundle(Workspace(killed).model_file).metadata["resumed_from_epoch"] == done
-    subprocess.run([*command[:2], str(clean), "train"], env=env, capture_output=True, check=True)
+    subprocess.run([*command[:2], str(clean), "train"], capture_output=True, check=True)
     assert_same_weights(Workspace(killed).model_file, Workspace(clean).model_file)
 
 
