@@ -34,14 +34,16 @@ venv: $(STAMP)
 run: $(STAMP)
 	@mkdir -p $(AIRFLOW_HOME)
 	@$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -30 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
-	@RUN_DATE=$$($(BIN)/metarec param run.run_date); \
+	@RUN_DATE=$$($(BIN)/metarec param --committed run.run_date); \
 	echo "==> airflow dags test metarec_nightly for $$RUN_DATE (log: $(AIRFLOW_HOME)/last-run.log)"; \
 	start=$$(date +%s); \
-	$(BIN)/airflow dags test metarec_nightly "$${RUN_DATE}T02:00:00+00:00" \
+	$(BIN)/airflow dags test metarec_nightly "$$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" \
 		--conf "{\"run_date\": \"$$RUN_DATE\"}" > $(AIRFLOW_HOME)/last-run.log 2>&1 \
 		|| { grep -E "ERROR|Error|failed" $(AIRFLOW_HOME)/last-run.log | tail -30; exit 1; }; \
-	grep -q "state=success" $(AIRFLOW_HOME)/last-run.log \
-		|| { echo "DAG run did not succeed; see $(AIRFLOW_HOME)/last-run.log"; exit 1; }; \
+	tasks=$$($(BIN)/python -c "from metarec_tasks.stages import STAGES; print(len(STAGES) + 2)"); \
+	ran=$$(grep -c "new_state=success" $(AIRFLOW_HOME)/last-run.log || true); \
+	{ grep -q "state=success" $(AIRFLOW_HOME)/last-run.log && [ "$$ran" -eq "$$tasks" ]; } \
+		|| { echo "DAG run did not succeed ($$ran of $$tasks tasks ran); see $(AIRFLOW_HOME)/last-run.log"; exit 1; }; \
 	echo "==> DAG run succeeded in $$(( $$(date +%s) - start )) s"
 	@$(BIN)/metarec summary
 

@@ -103,7 +103,7 @@ def generate(root: Path, rows: int, seed: int = 7) -> dict:
                 "extra_columns": [],
             }
         )
-    writer.close()
+    writer.__exit__(None)  # complete: rename the file into place
     pd.DataFrame({"user_id": users, "age_bucket": "25-34", "gender": "F", "occupation": "other"}).to_parquet(
         raw / "users.parquet", index=False
     )

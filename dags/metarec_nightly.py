@@ -22,7 +22,12 @@ ORCHESTRATION = load_params(workspace_root() / "params.yaml").orchestration
 def stage(name: str, queue: str = ORCHESTRATION.default_queue):
     """One pipeline stage as a task; bad data fails it at once instead of retrying."""
 
-    @task(task_id=name, queue=queue, executor_config=gpu_executor_config(name))
+    @task(
+        task_id=name,
+        queue=queue,
+        executor_config=gpu_executor_config(name),
+        execution_timeout=ORCHESTRATION.task_timeout(name),
+    )
     def run_stage() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -47,6 +52,7 @@ def stage(name: str, queue: str = ORCHESTRATION.default_queue):
     default_args={
         "retries": ORCHESTRATION.retries,
         "retry_delay": timedelta(minutes=ORCHESTRATION.retry_delay_minutes),
+        "execution_timeout": ORCHESTRATION.task_timeout("default"),
     },
     params={
         "run_date": Param(

@@ -10,6 +10,8 @@ EXIT_CONFIG = 2  # configuration and usage errors (argparse's code too); a retry
 EXIT_DATA_QUALITY = 2  # bad input data; a retry cannot fix it either
 EXIT_TRAINING = 3
 EXIT_MODEL_FILE = 4
+EXIT_WAREHOUSE = 5  # the warehouse is down, refusing or silent (a retry may succeed)
+EXIT_BUSY = 6  # another stage holds the workspace (a retry may succeed)
 
 
 class MetaRecError(RuntimeError):
@@ -50,3 +52,17 @@ class ModelFileError(MetaRecError):
 def retryable(exit_code: int) -> bool:
     """Bad data stays bad on a retry; a lost worker or a full disk may not."""
     return exit_code not in (EXIT_CONFIG, EXIT_DATA_QUALITY)
+
+
+class WarehouseError(MetaRecError):
+    """The warehouse could not be reached or did not answer in time; nothing was written."""
+
+    exit_code = EXIT_WAREHOUSE
+    what = "could not use the warehouse"
+
+
+class WorkspaceBusyError(MetaRecError):
+    """Another stage holds the workspace lock."""
+
+    exit_code = EXIT_BUSY
+    what = "did not start"

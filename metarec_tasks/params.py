@@ -7,13 +7,16 @@ objects so a typo, a missing key or a wrong type fails loudly before any stage r
 
 from __future__ import annotations
 
+import difflib
 import os
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from metarec_tasks.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
 WAREHOUSE_URL_ENV = "METAREC_WAREHOUSE_URL"
@@ -30,6 +33,7 @@ class RunParams(_Strict):
     seed: int
     device: Literal["auto", "cpu", "cuda"]
     threads: int = Field(ge=1)  # intra-op threads per process (metarec_tasks/threads.py)
+    lock_timeout_s: float = Field(ge=0)  # wait for another stage in the workspace (metarec_tasks/lock.py)
 
     @property
     def run_id(self) -> str:
@@ -237,13 +241,15 @@ def metric_names(ep: EvaluateParams) -> list[str]:
 class PublishParams(_Strict):
     force: bool
     champion_tolerance: float = Field(ge=0)
-    warehouse_url: str
+    warehouse_url: str  # `{source}` stands for source.kind: the demo never shares real data's warehouse
+    connect_timeout_s: float = Field(gt=0)
+    statement_timeout_s: float = Field(gt=0)
 
-    def url_for(self, root: Path) -> str:
-        """The warehouse URL for a workspace: the environment wins (production credentials never
-        live in params.yaml), and a relative SQLite path is taken relative to the workspace, not to
-        whichever directory the caller happens to run in."""
-        url = os.environ.get(WAREHOUSE_URL_ENV) or self.warehouse_url
+    def url_for(self, root: Path, source: str) -> str:
+        """The warehouse URL for a workspace and source: the environment wins (production credentials
+        never live in params.yaml), and a relative SQLite path is taken relative to the workspace,
+        not to whichever directory the caller happens to run in."""
+        url = (os.environ.get(WAREHOUSE_URL_ENV) or self.warehouse_url).replace("{source}", source)
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
             return prefix + str((Path(root) / url.removeprefix(prefix)).resolve())
@@ -256,6 +262,19 @@ class OrchestrationParams(_Strict):
     gpu_queue: str
     retries: int = Field(ge=0)
     retry_delay_minutes: float = Field(ge=0)
+    task_timeout_minutes: dict[str, float]  # per task id, `default` for the rest
+
+    @field_validator("task_timeout_minutes")
+    @classmethod
+    def _positive_with_default(cls, value: dict[str, float]) -> dict[str, float]:
+        if "default" not in value:
+            raise ValueError("needs a `default` entry (the timeout of every task not listed)")
+        if any(minutes <= 0 for minutes in value.values()):
+            raise ValueError(f"timeouts must be positive minutes, got {value}")
+        return value
+
+    def task_timeout(self, task_id: str) -> timedelta:
+        return timedelta(minutes=self.task_timeout_minutes.get(task_id, self.task_timeout_minutes["default"]))
 
 
 class Params(_Strict):
@@ -298,24 +317,71 @@ class Params(_Strict):
 
 
 def load_params(path: Path | str = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
-    """Read params.yaml, apply dotted-key overrides (`{"meta.epochs": 3}`), and validate."""
-    raw = yaml.safe_load(Path(path).read_text())
+    """Read params.yaml, apply dotted-key overrides (`{"meta.epochs": 3}`), and validate.
+
+    Every way this can fail — a missing or unparsable file, an unknown key, a wrong value — is a
+    `ConfigError` whose one line names the file and the key, and what is allowed instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date such as 2026-13-01
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
-    return Params.model_validate(raw)
+    return validated(raw, str(path))
+
+
+def validated(raw: Any, where: str) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {describe(exc)}") from None
+
+
+def describe(exc: ValidationError, most: int = 3) -> str:
+    """Pydantic's errors as one line: `key: problem (got value)`, the first few."""
+    parts = []
+    for error in exc.errors()[:most]:
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+        parts.append(f"{key}: {error['msg']}{got}")
+    more = len(exc.errors()) - most
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     """Set `tree["a"]["b"] = value` for `dotted == "a.b"`, refusing keys that do not exist."""
     *parents, leaf = dotted.split(".")
     node = tree
-    for key in parents:
-        if key not in node or not isinstance(node[key], dict):
-            raise KeyError(f"unknown parameter section {dotted!r}")
-        node = node[key]
-    if leaf not in node:
-        raise KeyError(f"unknown parameter {dotted!r}")
+    for depth, key in enumerate([*parents, leaf]):
+        if not isinstance(node, dict) or key not in node:
+            raise ConfigError(unknown_key(dotted, node, depth))
+        if depth < len(parents):
+            node = node[key]
     node[leaf] = value
+
+
+def get_dotted(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for depth, key in enumerate(dotted.split(".")):
+        if not isinstance(node, dict) or key not in node:
+            raise ConfigError(unknown_key(dotted, node, depth))
+        node = node[key]
+    return node
+
+
+def unknown_key(dotted: str, node: Any, depth: int) -> str:
+    """`unknown parameter 'meta.epocs'; did you mean 'meta.epochs'?` (or the keys there are)."""
+    parts = dotted.split(".")
+    where = ".".join(parts[:depth])
+    if not isinstance(node, dict):
+        return f"unknown parameter {dotted!r}: {where} is a value, not a section"
+    close = difflib.get_close_matches(parts[depth], list(node), n=1)
+    prefix = f"{where}." if where else ""
+    hint = f"did you mean '{prefix}{close[0]}'?" if close else f"keys there: {', '.join(map(str, node))}"
+    return f"unknown parameter {dotted!r}; {hint}"
 
 
 def update_params_file(path: Path | str, overrides: dict[str, Any]) -> bool:
@@ -332,28 +398,21 @@ def update_params_file(path: Path | str, overrides: dict[str, Any]) -> bool:
     for dotted, value in overrides.items():
         probe = yaml.safe_load(text)
         set_dotted(probe, dotted, value)  # raises on unknown keys
-        if _get_dotted(current, dotted) == value:
+        if _plain(get_dotted(current, dotted)) == value:
             continue
         lines = _rewrite_line(lines, dotted, value)
         changed = True
     if changed:
         new_text = "".join(lines)
-        load_params_from_text(new_text)  # never leave an invalid params.yaml behind
-        path.write_text(new_text)
+        validated(yaml.safe_load(new_text), str(path))  # never leave an invalid params.yaml behind
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(new_text)
+        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of it
     return changed
 
 
-def load_params_from_text(text: str) -> Params:
-    return Params.model_validate(yaml.safe_load(text))
-
-
-def _get_dotted(tree: dict[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for key in dotted.split("."):
-        node = node[key]
-    if isinstance(node, date):
-        return node.isoformat()
-    return node
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
 
 
 def _rewrite_line(lines: list[str], dotted: str, value: Any) -> list[str]:

@@ -150,6 +150,16 @@ class Workspace:
         return self.reports / "plots"
 
     @property
+    def cold_start_curve(self) -> Path:
+        """Every predictor's metrics per support-size bucket (a DVC plot)."""
+        return self.plots / "cold_start_curve.csv"
+
+    @property
+    def scenarios(self) -> Path:
+        """Every predictor's metrics per MeLU scenario (a DVC plot)."""
+        return self.plots / "scenarios.csv"
+
+    @property
     def figures(self) -> Path:
         """PNG charts of the human-readable report (`report.md` links them)."""
         return self.reports / "figures"
@@ -161,6 +171,16 @@ class Workspace:
     @property
     def publish_receipt(self) -> Path:
         return self.reports / "publish.json"
+
+    @property
+    def run_overrides(self) -> Path:
+        """The committed values the last triggered run replaced in params.yaml (run_settings.py)."""
+        return self.root / ".metarec" / "run-overrides.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held by the stage running in this workspace (metarec_tasks/lock.py)."""
+        return self.root / ".metarec" / "lock"
 
     def stage_status(self, stage: str) -> Path:
         """`metarec <stage>` writes its outcome here (exit code, error); not a DVC output, so a

@@ -8,10 +8,12 @@ from typing import Any
 import pandas as pd
 
 from metarec_tasks.evaluation.tables import ranked_by
+from metarec_tasks.files import atomic_path, write_text
 from metarec_tasks.params import EvaluateParams, Params, metric_names
 from metarec_tasks.paths import Workspace
 
 log = logging.getLogger(__name__)
+FIGURE_DPI = 110
 
 
 def metric_table(results: dict[str, dict[str, float]], ep: EvaluateParams) -> str:
@@ -73,7 +75,7 @@ def write_report(
     ]
     for title, name in charts:
         lines += [f"## {title}", "", f"![{title}](figures/{name})", ""]
-    ws.report.write_text("\n".join(lines))
+    write_text(ws.report, "\n".join(lines))
 
 
 def _charts(
@@ -100,7 +102,7 @@ def _charts(
                 ax.legend(fontsize=7)
         fig.suptitle("Cold-start curve: quality vs. how much we know about the user")
         fig.tight_layout()
-        fig.savefig(ws.figures / "cold_start_curve.png", dpi=110)
+        save_figure(fig, ws.figures / "cold_start_curve.png")
         plt.close(fig)
         made.append(("Cold-start curve", "cold_start_curve.png"))
     if not scenarios.empty:
@@ -118,7 +120,7 @@ def _charts(
             ax.legend(fontsize=7)
         fig.suptitle("By MeLU scenario (user × item: existing / new)")
         fig.tight_layout()
-        fig.savefig(ws.figures / "scenarios.png", dpi=110)
+        save_figure(fig, ws.figures / "scenarios.png")
         plt.close(fig)
         made.append(("Cold-start scenarios", "scenarios.png"))
     if ws.train_log.exists():
@@ -132,7 +134,12 @@ def _charts(
             ax.legend()
             ax.set_title("Learning curve")
             fig.tight_layout()
-            fig.savefig(ws.figures / "learning_curve.png", dpi=110)
+            save_figure(fig, ws.figures / "learning_curve.png")
             plt.close(fig)
             made.append(("Learning curve", "learning_curve.png"))
     return made
+
+
+def save_figure(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=FIGURE_DPI, format="png")

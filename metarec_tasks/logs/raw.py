@@ -7,6 +7,7 @@ chunk by chunk (memory stays bounded), plus the users/items side tables and the 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ class RawEventWriter:
         import pyarrow as pa
 
         self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed into place by close()
         self.schema = pa.Schema.from_pandas(
             _conform(pd.DataFrame(columns=list(RAW_DTYPES))), preserve_index=False
         )
@@ -50,15 +52,23 @@ class RawEventWriter:
         import pyarrow.parquet as pq
 
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, self.schema)
+            self._writer = pq.ParquetWriter(self.tmp, self.schema)
         table = pa.Table.from_pandas(_conform(frame), schema=self.schema, preserve_index=False)
         self._writer.write_table(table)
         self.rows += len(frame)
 
-    def close(self) -> None:
-        if self._writer is None:  # no rows at all: still a valid, empty file
+    def __enter__(self) -> RawEventWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        """A complete file is renamed into place; a failed ingest leaves the previous one."""
+        if exc_type is None and self._writer is None:  # no rows at all: still a valid, empty file
             self.write(pd.DataFrame(columns=list(RAW_DTYPES)))
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        self.tmp.unlink(missing_ok=True)
 
 
 def _conform(frame: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,6 @@ foreign checkpoint, an older format — is refused with `ModelFileError`, never 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from metarec_tasks.errors import ModelFileError
+from metarec_tasks.files import atomic_path
 from metarec_tasks.models.rating import MODEL_FORMAT, NetDims, RatingNet
 
 
@@ -44,10 +44,8 @@ def save_model(
 
 
 def atomic_save(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_bundle(path: Path, device: torch.device | str = "cpu") -> ModelBundle:

@@ -21,8 +21,9 @@ from typing import Any
 import yaml
 
 from metarec_tasks.errors import EXIT_DATA_QUALITY, retryable
-from metarec_tasks.params import PARAMS_FILE, load_params, update_params_file
+from metarec_tasks.params import PARAMS_FILE, load_params
 from metarec_tasks.paths import PROJECT_ROOT, Workspace
+from metarec_tasks.run_settings import apply_run_settings
 from metarec_tasks.stages import STAGES
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,13 @@ def run_date_for(conf_run_date: str | None, logical_date: datetime | None) -> da
 
 
 def prepare_run(root: Path, conf: dict[str, Any], logical_date: datetime | None) -> dict[str, Any]:
-    """Write this run's settings into params.yaml (only the keys that change) and validate it."""
+    """Write this run's settings into params.yaml (only the keys that change), after putting back
+    what the previous run changed: no run's settings outlive it (`run_settings.py`)."""
     overrides: dict[str, Any] = {"run.run_date": run_date_for(conf.get("run_date"), logical_date).isoformat()}
     for name, key in CONF_TO_PARAMS.items():
         if conf.get(name) is not None:
             overrides[key] = conf[name]
-    changed = update_params_file(root / PARAMS_FILE, overrides)
+    changed = apply_run_settings(Workspace(root), overrides)
     params = load_params(root / PARAMS_FILE)
     log.info("run %s: params %s (%s)", params.run.run_id, overrides, "updated" if changed else "unchanged")
     return {"run_id": params.run.run_id, "overrides": overrides, "params_changed": changed}
@@ -126,12 +128,12 @@ def run_dvc_stage(stage: str, root: Path | None = None) -> None:
 
 def version_run(root: Path, airflow_run_id: str | None) -> dict[str, Any]:
     """Push DVC outputs to the remote and record the lock (exact data/model hashes) in the warehouse."""
-    from metarec_tasks.publishing.warehouse import connect, record_versions
+    from metarec_tasks.publishing.warehouse import open_warehouse, record_versions
 
     params = load_params(root / PARAMS_FILE)
     run_command([_dvc(), "push", "--quiet"], root, "version")
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    recorded = record_versions(connect(params.publish.url_for(root)), params.run.run_id, lock, airflow_run_id)
+    recorded = record_versions(open_warehouse(params, root), params.run.run_id, lock, airflow_run_id)
     committed = False
     if os.environ.get(COMMIT_ENV) == "1":
         committed = _git_commit(root, f"metarec run {params.run.run_id} ({airflow_run_id})")

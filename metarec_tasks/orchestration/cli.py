@@ -1,12 +1,15 @@
 """`metarec <stage>`: the command line every driver calls (dvc.yaml's cmds, Airflow's tasks, people).
 
-Expected failures — bad data, a diverged loss, a foreign model file — end with a one-paragraph
-message and a non-zero exit code, never a traceback.
+Expected failures — bad configuration or usage (exit 2), bad data (2), a diverged loss (3), a foreign
+model file (4), an unreachable warehouse (5), a busy workspace (6) — end with one line naming the file,
+key or check, and the exit code; never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import json
 import logging
 import sys
@@ -15,9 +18,11 @@ from typing import Any
 
 import yaml
 
-from metarec_tasks.errors import EXIT_OK, MetaRecError
-from metarec_tasks.params import PARAMS_FILE, Params, load_params
+from metarec_tasks.errors import EXIT_OK, ConfigError, MetaRecError
+from metarec_tasks.lock import workspace_lock
+from metarec_tasks.params import PARAMS_FILE, Params, get_dotted, load_params
 from metarec_tasks.paths import Workspace
+from metarec_tasks.run_settings import committed_values
 from metarec_tasks.stages import STAGES, stage_runner
 from metarec_tasks.threads import apply_thread_policy
 
@@ -39,36 +44,73 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """`--set meta.epochs=3` → {"meta.epochs": 3} (values parsed as YAML scalars)."""
     out = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. meta.epochs=3), got {pair!r}")
+        try:
+            out[key] = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError):  # e.g. 2026-13-01: not a date; the params check says why
+            out[key] = value
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metarec", description=__doc__)
-    parser.add_argument("--root", type=Path, default=Path("."), help="pipeline workspace (default: .)")
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: ROOT/params.yaml)")
+def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--root, --params and --set, accepted before or after the command (`defaults` only once, on
+    the top-level parser, so a subcommand does not reset what was given before it)."""
+    keep = argparse.SUPPRESS
+    parser.add_argument(
+        "--root", type=Path, default=Path(".") if defaults else keep, help="pipeline workspace (default: .)"
+    )
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=None if defaults else keep,
+        help="params file (default: ROOT/params.yaml)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
-        default=[],
+        default=[] if defaults else keep,
         metavar="KEY=VALUE",
         help="override a parameter for this invocation only (not seen by DVC)",
     )
+
+
+def _stage_doc(name: str) -> str:
+    """A stage module's docstring, read without importing it (stages import torch)."""
+    spec = importlib.util.find_spec(f"metarec_tasks.stages.{name}")
+    source = Path(spec.origin).read_text() if spec and spec.origin else ""
+    return ast.get_docstring(ast.parse(source)) or f"the {name} stage"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metarec", description=__doc__)
+    _global_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        formatter = argparse.RawDescriptionHelpFormatter
+        child = sub.add_parser(
+            name, help=help_text, description=description or help_text, formatter_class=formatter
+        )
+        _global_options(child, defaults=False)
+        return child
+
     for name in STAGES:
-        sub.add_parser(name, help=f"run the {name} stage")
-    summary = sub.add_parser("summary", help="print what the last run did, read back from the warehouse")
+        doc = _stage_doc(name)
+        command(name, doc.splitlines()[0], doc)
+    summary = command("summary", "print what the last run did, read back from the warehouse")
     summary.add_argument("--users", type=int, default=2, help="users whose top items to show")
     summary.add_argument("--top", type=int, default=5, help="items per user to show")
-    get = sub.add_parser("param", help="print one parameter value (e.g. run.run_date)")
+    get = command("param", "print one parameter value (e.g. run.run_date)")
     get.add_argument("key")
-    contract = sub.add_parser("contract", help="print the behavior-log contract (README's table)")
+    get.add_argument(
+        "--committed", action="store_true", help="as the next run starts: without the last run's settings"
+    )
+    contract = command("contract", "print the behavior-log contract (docs/data-contract.md's table)")
     contract.add_argument("--markdown", action="store_true", help="as a Markdown table (the default)")
-    synth = sub.add_parser("synth-landing", help="write synthetic logs into the landing layout")
+    synth = command("synth-landing", "write synthetic logs into the landing layout")
     synth.add_argument(
         "--days", type=int, default=None, help="days ending at run.run_date (default: history)"
     )
@@ -77,16 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; configuration and usage errors are one line naming the key, exit code 2."""
     args = build_parser().parse_args(argv)
     configure_logging()
+    try:
+        return _dispatch(args, argv)
+    except MetaRecError as exc:
+        log.error("%s %s: %s", args.command, exc.what, exc)
+        return exc.exit_code
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str] | None) -> int:
     root = args.root.resolve()
-    params = load_params(args.params or root / PARAMS_FILE, parse_overrides(args.overrides))
+    if not root.is_dir():
+        raise ConfigError(f"--root {args.root}: no such directory")
+    overrides = parse_overrides(args.overrides)
+    if getattr(args, "committed", False):
+        overrides = {**committed_values(Workspace(root)), **overrides}
+    params = load_params(args.params or root / PARAMS_FILE, overrides)
     apply_thread_policy(params.run.threads)  # before any stage imports torch
     if args.command == "param":
-        node: Any = params.model_dump(mode="json", by_alias=True)
-        for key in args.key.split("."):
-            node = node[key]
-        print(node)  # noqa: T201 - the value is this command's output
+        print(get_dotted(params.model_dump(mode="json", by_alias=True), args.key))  # noqa: T201 - the output
         return 0
     if args.command == "contract":
         from metarec_tasks.logs.contract import contract_markdown
@@ -104,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print_summary(params, root, users=args.users, top=args.top)
         return 0
-    if args.command == "train":  # METAREC_TRAIN_NPROC > 1: data-parallel under torchrun
-        from metarec_tasks.training.distributed import relaunch_under_torchrun
+    with workspace_lock(Workspace(root), args.command, params.run.lock_timeout_s) as lock:
+        if args.command == "train":  # METAREC_TRAIN_NPROC > 1: data-parallel under torchrun
+            from metarec_tasks.training.distributed import relaunch_under_torchrun
 
-        relaunch_under_torchrun(sys.argv[1:] if argv is None else argv)  # returns when not needed
-    return run_stage(args.command, params, root)
+            relaunch_under_torchrun(sys.argv[1:] if argv is None else argv, lock)  # returns if not needed
+        return run_stage(args.command, params, root)
 
 
 def run_stage(name: str, params: Params, root: Path) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 from metarec_tasks.evaluation.tables import MODEL, ranked_by
 from metarec_tasks.params import EvaluateParams, Params, metric_names
 from metarec_tasks.paths import Workspace
-from metarec_tasks.publishing.warehouse import connect, count_recommendations, run_row, top_items
+from metarec_tasks.publishing.warehouse import count_recommendations, open_warehouse, run_row, top_items
 
 # The families of metric shown, each at the last cut-off `evaluate` lists; plus the primary metric.
 SUMMARY_STEMS = ("mae", "ndcg", "bin_ndcg", "catalog_recall")
@@ -28,7 +28,7 @@ def render_summary(params: Params, root: Path, users: int, top: int) -> str:
     ws = Workspace(root)
     quality = json.loads(ws.data_quality_report.read_text())
     metrics = json.loads(ws.metrics.read_text())
-    engine = connect(params.publish.url_for(root))
+    engine = open_warehouse(params, root)
     run_id = params.run.run_id
     run = run_row(engine, run_id)
     lines = [f"MetaRec run {run_id} — source {params.source.kind}, {params.source.history_days} days of logs"]

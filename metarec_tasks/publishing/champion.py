@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from metarec_tasks.evaluation.tables import lower_is_better
+from metarec_tasks.files import copy_file
 
 
 def decide(
@@ -32,8 +31,10 @@ def decide(
             )
         else:
             return "published", f"{gate['reason']}; within {tolerance} of champion {current['run_id']}"
-    else:
+    elif current is None:
         return "published", f"{gate['reason']}; no champion yet"
+    else:
+        return "published", f"{gate['reason']}; champion {current['run_id']} was judged on another metric"
     if force:
         return "forced", f"force_publish overrode: {reason}"
     return "rejected", reason
@@ -41,7 +42,4 @@ def decide(
 
 def promote_champion(model_file: Path, champion_file: Path) -> None:
     """Keep a copy of a published model where `meta.warm_start` finds it (atomic, no torch import)."""
-    champion_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = champion_file.with_suffix(champion_file.suffix + ".tmp")
-    shutil.copyfile(model_file, tmp)
-    os.replace(tmp, champion_file)
+    copy_file(model_file, champion_file)

@@ -1,13 +1,20 @@
 """The warehouse: SQLAlchemy tables for recommendations, runs and data quality, and atomic publishing.
 
 SQLite by default, PostgreSQL in production; the same Core statements run on both. A publish is one
-transaction that replaces everything of its run id, so re-running a night is idempotent and a reader
-sees either the old rows or the new ones, never a half-written run.
+transaction: a passed (or forced) run replaces everything of its run id, so re-running a night is
+idempotent and a reader sees either the old rows or the new ones, never a half-written run. Nothing
+published is ever lost: a rejected rerun of a published day leaves that day's rows and record as
+they were, and is kept only as an attempt (`attempts`: every publish decision, in order).
+Connecting and every statement are bounded by `publish.connect_timeout_s` and
+`publish.statement_timeout_s`; a warehouse that is down, refuses or stays silent is a
+`WarehouseError` — one line, exit code 5 — never a hang or a traceback.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -36,6 +43,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from metarec_tasks.errors import WarehouseError
+from metarec_tasks.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +96,19 @@ data_quality = Table(
     Column("passed", Boolean, nullable=False),
 )
 
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("attempted_at", DateTime(timezone=True), primary_key=True),
+    Column("status", String(32), nullable=False),  # published | forced | rejected | kept
+    Column("reason", Text, nullable=False),
+    Column("primary_metric", String(32), nullable=False),
+    Column("primary_value", Float),
+    Column("algorithm", String(32)),
+    Column("model_hash", String(64)),
+)
+
 LATEST_VIEW = "latest_recommendations"
 _LATEST_SELECT = (
     "SELECT r.run_id, r.user_id, r.rank, r.item_id, r.score FROM recommendations r "
@@ -112,15 +136,49 @@ class RunRecord:
     model_hash: str | None
 
 
-def connect(url: str) -> Engine:
-    """An engine with the schema in place (created if missing; SQLite's folder too)."""
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float
+    statement_s: float
+
+
+def connect(url: str, timeouts: Timeouts | None = None) -> Engine:
+    """An engine with the schema in place (created if missing; SQLite's folder too); `timeouts`
+    bound connecting and every statement (None: the driver's own, for tests)."""
+    args: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
-    metadata.create_all(engine)
-    with engine.begin() as conn:
+        if timeouts:
+            args = {"timeout": timeouts.statement_s}  # how long SQLite waits for a locked database
+    elif timeouts and url.startswith("postgresql"):
+        statement_ms = int(timeouts.statement_s * 1000)
+        args = {
+            "connect_timeout": max(1, round(timeouts.connect_s)),
+            "options": f"-c statement_timeout={statement_ms}",
+        }
+    engine = create_engine(url, future=True, connect_args=args)
+    with guarded(engine, "create the schema in"), engine.begin() as conn:
+        metadata.create_all(conn)
         _create_latest_view(conn)
     return engine
+
+
+def open_warehouse(params: Params, root: Path) -> Engine:
+    """The run's warehouse (per source, `publish.warehouse_url`) with the run's timeouts."""
+    pp = params.publish
+    url = pp.url_for(root, params.source.kind)
+    return connect(url, Timeouts(pp.connect_timeout_s, pp.statement_timeout_s))
+
+
+@contextmanager
+def guarded(engine: Engine, doing: str) -> Iterator[None]:
+    """Database errors as one line naming the warehouse (credentials hidden) and the cause."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:  # down, refusing, silent, timed out
+        cause = " ".join(str(exc.orig).split()) if exc.orig is not None else type(exc).__name__
+        where = engine.url.render_as_string(hide_password=True)
+        raise WarehouseError(f"could not {doing} the warehouse {where}: {cause}") from None
 
 
 def _create_latest_view(conn: Connection) -> None:
@@ -130,40 +188,67 @@ def _create_latest_view(conn: Connection) -> None:
         conn.execute(text(f"CREATE VIEW IF NOT EXISTS {LATEST_VIEW} AS {_LATEST_SELECT}"))
 
 
-def champion(engine: Engine, exclude_run: str) -> dict[str, Any] | None:
-    """The most recent published run other than `exclude_run`: the model to beat."""
+def champion(engine: Engine, source: str) -> dict[str, Any] | None:
+    """The most recent published run of `source` (the demo never judges real data, nor the
+    reverse) — the same day's earlier publish included: a rerun must not be worse than it."""
     query = (
         select(runs)
-        .where(runs.c.published.is_(True), runs.c.run_id != exclude_run)
+        .where(runs.c.published.is_(True))
         .order_by(runs.c.logical_date.desc(), runs.c.updated_at.desc())
-        .limit(1)
     )
-    with engine.connect() as conn:
-        row = conn.execute(query).mappings().first()
-    return dict(row) if row else None
+    with guarded(engine, "read the champion from"), engine.connect() as conn:
+        for row in conn.execute(query).mappings():
+            if (row["params"] or {}).get("source", {}).get("kind") == source:
+                return dict(row)
+    return None
 
 
-def publish_run(engine: Engine, record: RunRecord, recs: pd.DataFrame, quality: list[dict[str, Any]]) -> int:
-    """Replace everything of `record.run_id` in one transaction; returns recommendation rows written."""
+@dataclass(frozen=True)
+class Published:
+    rows: int  # recommendation rows of this run id now in the warehouse
+    kept_earlier: bool  # a rejected rerun: the day's earlier published rows were kept
+
+
+def publish_run(
+    engine: Engine, record: RunRecord, recs: pd.DataFrame, quality: list[dict[str, Any]]
+) -> Published:
+    """In one transaction: record the attempt; a published (or forced) run replaces everything of
+    its run id; a rejected one is recorded too — unless the day is already published, which it
+    then leaves untouched."""
     columns = ["user_id", "rank", "item_id", "score"]
     if record.published and recs[columns].isna().any().any():
         bad = recs[columns].isna().sum()
         raise ValueError(f"refusing to publish recommendations with missing values: {bad[bad > 0].to_dict()}")
     rows = recs[columns].to_dict("records") if record.published else []
-    with engine.begin() as conn:
+    now = datetime.now(UTC)
+    with guarded(engine, "publish to"), engine.begin() as conn:
+        existing = conn.execute(select(runs).where(runs.c.run_id == record.run_id)).mappings().first()
+        kept = bool(existing and existing["published"] and not record.published)
+        conn.execute(
+            insert(attempts).values(
+                run_id=record.run_id,
+                attempted_at=now,
+                status="kept" if kept else record.status,
+                reason=record.gate_reason,
+                primary_metric=record.primary_metric,
+                primary_value=record.primary_value,
+                algorithm=record.algorithm,
+                model_hash=record.model_hash,
+            )
+        )
+        if kept:
+            log.warning("warehouse: run %s rejected; its earlier published rows are kept", record.run_id)
+            return Published(int(existing["recommendation_rows"]), True)
         conn.execute(delete(recommendations).where(recommendations.c.run_id == record.run_id))
         conn.execute(delete(data_quality).where(data_quality.c.run_id == record.run_id))
-        existing = conn.execute(
-            select(runs.c.dvc_lock, runs.c.airflow_run_id).where(runs.c.run_id == record.run_id)
-        ).first()
         conn.execute(delete(runs).where(runs.c.run_id == record.run_id))
         conn.execute(
             insert(runs).values(
                 **record.__dict__,
-                dvc_lock=existing.dvc_lock if existing else None,
-                airflow_run_id=existing.airflow_run_id if existing else None,
+                dvc_lock=existing["dvc_lock"] if existing else None,
+                airflow_run_id=existing["airflow_run_id"] if existing else None,
                 recommendation_rows=len(rows),
-                updated_at=datetime.now(UTC),
+                updated_at=now,
             )
         )
         for start in range(0, len(rows), INSERT_CHUNK):
@@ -172,7 +257,7 @@ def publish_run(engine: Engine, record: RunRecord, recs: pd.DataFrame, quality: 
         if quality:
             conn.execute(insert(data_quality), [{"run_id": record.run_id, **q} for q in quality])
     log.info("warehouse: run %s %s with %d recommendation rows", record.run_id, record.status, len(rows))
-    return len(rows)
+    return Published(len(rows), False)
 
 
 def record_versions(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +57,7 @@ class ChunkWriter:
 
     def __init__(self, path: Path):
         self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self._writer = None
         self._schema = None
         self._empty: pd.DataFrame | None = None
@@ -72,12 +74,16 @@ class ChunkWriter:
                 self._empty = frame
                 return
             self._schema = pa.Schema.from_pandas(frame, preserve_index=False)
-            self._writer = pq.ParquetWriter(self.path, self._schema)
+            self._writer = pq.ParquetWriter(self.tmp, self._schema)
         if not frame.empty:
             self._writer.write_table(pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False))
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type, *exc: object) -> None:
+        """Only a complete file replaces the target (renamed into place); a failed run leaves none."""
         if self._writer is not None:
             self._writer.close()
         elif self._empty is not None:
-            self._empty.to_parquet(self.path, index=False)
+            self._empty.to_parquet(self.tmp, index=False)
+        if exc_type is None and self.tmp.exists():
+            os.replace(self.tmp, self.path)
+        self.tmp.unlink(missing_ok=True)

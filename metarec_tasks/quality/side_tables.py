@@ -6,6 +6,7 @@ import logging
 
 import pandas as pd
 
+from metarec_tasks.files import write_parquet
 from metarec_tasks.logs.contract import SIDE_TABLE_KEYS, side_table_columns
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
@@ -32,14 +33,12 @@ def validate_side_tables(
         session.register(table, build_side_suite(columns, params.validate_))
         reasons = reasons_for(len(raw), session.failing_rows(table, raw, run_name=f"{table}-side-table"))
         bad = (reasons != "").to_numpy()
-        raw[bad].assign(**{REASON: reasons[bad].to_numpy()}).to_parquet(
-            ws.quarantine_table(table), index=False
-        )
+        write_parquet(raw[bad].assign(**{REASON: reasons[bad].to_numpy()}), ws.quarantine_table(table))
         good = raw[~bad].drop_duplicates(subset=[key], keep="last")
         good = good.drop(columns=[c for c in ("source_file", "source_line") if c in good]).reset_index(
             drop=True
         )
-        good.to_parquet(ws.validated_table(table), index=False)
+        write_parquet(good, ws.validated_table(table))
         missing = [c.name for c in columns if c.name not in raw]
         summary[table] = {
             "rows_in": len(raw),

@@ -7,7 +7,6 @@ vocabulary from what meta-training can see; writes `data/episodes/{tasks.parquet
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime, time, timedelta
 
@@ -15,6 +14,7 @@ import pandas as pd
 
 from metarec_tasks.data.episodes import TEST, TRAIN, VALIDATION, EpisodeSummary, build_tasks, latest_ratings
 from metarec_tasks.data.features import build_vocabulary
+from metarec_tasks.files import write_json, write_parquet
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
@@ -39,8 +39,8 @@ def run(params: Params, ws: Workspace) -> EpisodeSummary:
     train_ratings = tasks.loc[tasks["split"] == TRAIN, "value"]
 
     ws.episodes.mkdir(parents=True, exist_ok=True)
-    tasks.to_parquet(ws.tasks_file, index=False)
-    ws.vocab_file.write_text(json.dumps(vocab.to_json(), indent=1))
+    write_parquet(tasks, ws.tasks_file)
+    write_json(ws.vocab_file, vocab.to_json())
     stats = {
         "global_mean": float(train_ratings.mean()) if len(train_ratings) else 0.0,
         "tasks": {
@@ -50,7 +50,7 @@ def run(params: Params, ws: Workspace) -> EpisodeSummary:
         "interactions": len(tasks),
         "new_since": new_since.isoformat(),
     }
-    ws.episode_stats.write_text(json.dumps(stats, indent=2))
+    write_json(ws.episode_stats, stats)
     log.info(
         "built tasks %s from %d ratings (%d known items)",
         stats["tasks"],

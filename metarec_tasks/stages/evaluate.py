@@ -7,7 +7,6 @@ the cold-start and scenario breakdowns (DVC plots) and `report.md` with its char
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -24,6 +23,7 @@ from metarec_tasks.evaluation.tables import (
     summarize,
     support_bucket,
 )
+from metarec_tasks.files import write_csv, write_json
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
@@ -61,10 +61,10 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
     }
 
     ws.plots.mkdir(parents=True, exist_ok=True)
-    ws.metrics.write_text(json.dumps(report, indent=2, default=float))
-    ws.gate.write_text(json.dumps(decision, indent=2))
-    curve.rename(columns={"group": "support_size"}).to_csv(ws.plots / "cold_start_curve.csv", index=False)
-    scenarios.rename(columns={"group": "scenario"}).to_csv(ws.plots / "scenarios.csv", index=False)
+    write_json(ws.metrics, report)
+    write_json(ws.gate, decision)
+    write_csv(curve.rename(columns={"group": "support_size"}), ws.cold_start_curve)
+    write_csv(scenarios.rename(columns={"group": "scenario"}), ws.scenarios)
     write_report(ws, params, results, decision, curve, scenarios)
     log.info("evaluate: %s", decision["reason"])
     return report

@@ -19,6 +19,7 @@ import pandas as pd
 
 from metarec_tasks.data.episodes import SUPPORT, TEST, TRAIN, latest_ratings
 from metarec_tasks.data.loader import load_episode_data
+from metarec_tasks.files import write_parquet
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.meta.baselines import BASELINES
 from metarec_tasks.params import Params
@@ -71,9 +72,9 @@ def run(params: Params, ws: Workspace) -> dict[str, int]:
         recommendations = ranking.recommend_ranked(params, ws, rd, device, term)
 
     ws.predictions.mkdir(parents=True, exist_ok=True)
-    holdout.to_parquet(ws.holdout_predictions, index=False)
-    recommendations.to_parquet(ws.recommendations, index=False)
-    topk.to_parquet(ws.holdout_topk, index=False)
+    write_parquet(holdout, ws.holdout_predictions)
+    write_parquet(recommendations, ws.recommendations)
+    write_parquet(topk, ws.holdout_topk)
     counts = {
         "holdout_rows": len(holdout),
         "holdout_users": int(holdout[USER_KEY].nunique()),

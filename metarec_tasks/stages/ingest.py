@@ -7,9 +7,9 @@ files read and what was found in them, which validation's batch checks judge.
 
 from __future__ import annotations
 
-import json
 import logging
 
+from metarec_tasks.files import write_json, write_parquet
 from metarec_tasks.logs import landing
 from metarec_tasks.logs.raw import (
     IngestSummary,
@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 
 def run(params: Params, ws: Workspace) -> IngestSummary:
     ws.raw.mkdir(parents=True, exist_ok=True)
-    writer = RawEventWriter(ws.raw_events)
-    try:
+    with RawEventWriter(ws.raw_events) as writer:
         if params.source.kind == "landing":
             entries, users, items = landing.ingest_landing(
                 ws.root / params.source.landing_dir,
@@ -41,16 +40,14 @@ def run(params: Params, ws: Workspace) -> IngestSummary:
             files, users, items = ingest_movielens(params, ws.root, writer)
         else:
             files, users, items = ingest_synthetic(params, writer)
-    finally:
-        writer.close()
-    users.to_parquet(ws.raw_table("users"), index=False)
-    items.to_parquet(ws.raw_table("items"), index=False)
+    write_parquet(users, ws.raw_table("users"))
+    write_parquet(items, ws.raw_table("items"))
     manifest = {
         "source": params.source.kind,
         "days": [d.isoformat() for d in window_days(params)],
         "files": files,
     }
-    ws.raw_manifest.write_text(json.dumps(manifest, indent=2))
+    write_json(ws.raw_manifest, manifest)
     log.info(
         "ingested %d events (%d files), %d user rows, %d item rows from %s for %s",
         writer.rows,

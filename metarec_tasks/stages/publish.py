@@ -17,11 +17,12 @@ from typing import Any
 import pandas as pd
 
 from metarec_tasks.evaluation.tables import MODEL
+from metarec_tasks.files import write_json
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.publishing.champion import decide, promote_champion
 from metarec_tasks.publishing.records import file_md5, quality_rows
-from metarec_tasks.publishing.warehouse import RunRecord, champion, connect, publish_run
+from metarec_tasks.publishing.warehouse import RunRecord, champion, open_warehouse, publish_run
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
     algorithm = params.ranking.meta.algorithm if ranked else params.meta.algorithm
     producer = ws.rank_model_file if ranked else ws.model_file
 
-    engine = connect(params.publish.url_for(ws.root))
-    current = champion(engine, exclude_run=run_id)
+    engine = open_warehouse(params, ws.root)
+    current = champion(engine, params.source.kind)
     status, reason = decide(
         gate, value, current, metric, params.publish.champion_tolerance, params.publish.force
     )
@@ -59,18 +60,20 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
         data_hash=file_md5(ws.validated_events),
         model_hash=file_md5(producer),
     )
-    written = publish_run(engine, record, recs, quality_rows(quality))
-    if record.published:  # the rating model is where tomorrow's `meta.warm_start` starts from
+    outcome = publish_run(engine, record, recs, quality_rows(quality))
+    if status == "published":  # passed the gate: tomorrow's `meta.warm_start` starts from this model
         promote_champion(ws.model_file, ws.root / params.meta.champion_model)
+    if outcome.kept_earlier:
+        status, reason = "kept", f"{reason}; the day's earlier published recommendations are kept"
     receipt = {
         "run_id": run_id,
         "status": status,
         "published": record.published,
         "reason": reason,
-        "recommendation_rows": written,
+        "recommendation_rows": outcome.rows,
         "champion": current["run_id"] if current else None,
         "warehouse": engine.url.render_as_string(hide_password=True),
     }
-    ws.publish_receipt.write_text(json.dumps(receipt, indent=2))
+    write_json(ws.publish_receipt, receipt)
     log.info("publish: %s (%s)", status, reason)
     return receipt

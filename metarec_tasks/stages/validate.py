@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from metarec_tasks.errors import DataQualityError
+from metarec_tasks.files import write_json
 from metarec_tasks.logs.raw import window_days
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
@@ -98,7 +99,7 @@ def run(params: Params, ws: Workspace, docs: bool = True) -> QualityReport:
         side_tables=side_summary,
         phases_s=timer.rounded(),
     )
-    ws.data_quality_report.write_text(json.dumps(report.to_json(), indent=2, default=str))
+    write_json(ws.data_quality_report, report.to_json())
     log.info(
         "validated %d rows: %d kept, %d quarantined %s; phases %s",
         report.rows_in,

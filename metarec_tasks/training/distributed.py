@@ -24,6 +24,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from metarec_tasks.errors import ConfigError
+from metarec_tasks.lock import Lock
+
 log = logging.getLogger(__name__)
 
 NPROC_ENV = "METAREC_TRAIN_NPROC"  # processes for `metarec train`; more than 1 re-launches under torchrun
@@ -127,16 +130,16 @@ def requested_processes() -> int:
     the number of processes does not change the model, so DVC should not re-run `train` for it."""
     value = os.environ.get(NPROC_ENV, "1")
     if not value.isdigit() or int(value) < 1:
-        raise SystemExit(f"{NPROC_ENV} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{NPROC_ENV} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def relaunch_under_torchrun(argv: list[str]) -> None:
+def relaunch_under_torchrun(argv: list[str], lock: Lock) -> None:
     """Become N torchrun workers running this `metarec` command when `METAREC_TRAIN_NPROC` > 1 and
     we are not one already; otherwise return and go on in this process.
 
     `exec`, not a child process: a scheduler that stops the task signals torchrun itself, which stops
-    its workers, and sees torchrun's exit code.
+    its workers, and sees torchrun's exit code; torchrun inherits the workspace lock.
     """
     nproc = requested_processes()
     if nproc == 1 or TORCHRUN_ENV in os.environ:
@@ -144,4 +147,5 @@ def relaunch_under_torchrun(argv: list[str]) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     command += ["-m", "metarec_tasks.orchestration.cli", *argv]
     log.info("re-launching under torchrun: %s", " ".join(command))
+    lock.pass_to_exec()
     os.execv(sys.executable, command)

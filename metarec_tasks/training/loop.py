@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from metarec_tasks.errors import NonFiniteLossError
+from metarec_tasks.files import atomic_path
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.tasks import TaskBatch, select
 from metarec_tasks.params import MetaParams
@@ -174,8 +175,7 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
 
 def write_history(path: Path, history: list[dict], metric: str) -> None:
     """The per-epoch log as CSV (a DVC plot: x = epoch, y = the validation metric)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*HISTORY_FIELDS[:3], metric, HISTORY_FIELDS[3]])
         writer.writeheader()
         writer.writerows(history)

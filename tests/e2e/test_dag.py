@@ -31,8 +31,14 @@ def test_dag_wiring_schedule_and_params(dagbag):
     assert dag.catchup is False and dag.max_active_runs == 1
     from metarec_tasks.params import load_params
 
-    assert dag.schedule == load_params(REPO / "params.yaml").orchestration.schedule
+    orchestration = load_params(REPO / "params.yaml").orchestration
+    assert dag.schedule == orchestration.schedule
     assert all(t.retries >= 1 for t in dag.tasks)
+    # no task can wait forever: each has a timeout, the model stages a longer one
+    assert {t.task_id: t.execution_timeout for t in dag.tasks} == {
+        name: orchestration.task_timeout(name) for name in order
+    }
+    assert dag.get_task("train").execution_timeout > dag.get_task("ingest").execution_timeout
     assert {"run_date", "algorithm", "meta_epochs", "force_publish"} <= set(dag.params.keys())
 
 
@@ -66,7 +72,7 @@ def test_dag_runs_end_to_end_in_process(airflow_db, workspace, monkeypatch):
     assert receipt["run_id"] == "nightly-2026-10-19" and receipt["published"]
     from metarec_tasks.publishing.warehouse import connect, run_row
 
-    record = run_row(connect(f"sqlite:///{workspace}/warehouse/metarec.db"), "nightly-2026-10-19")
+    record = run_row(connect(f"sqlite:///{workspace}/warehouse/metarec-synthetic.db"), "nightly-2026-10-19")
     assert record["airflow_run_id"] == run.run_id
     assert set(record["dvc_lock"]["stages"]) == set(STAGES)
     train_outs = {out["path"]: out for out in record["dvc_lock"]["stages"]["train"]["outs"]}

@@ -11,6 +11,7 @@ from metarec_tasks.publishing.champion import decide
 from metarec_tasks.publishing.warehouse import (
     LATEST_VIEW,
     RunRecord,
+    attempts,
     champion,
     connect,
     publish_run,
@@ -38,7 +39,9 @@ def engine(request, tmp_path):
     engine.dispose()
 
 
-def _record(run_id: str, day: date, published: bool = True, value: float = 0.7) -> RunRecord:
+def _record(
+    run_id: str, day: date, published: bool = True, value: float = 0.7, source: str = "synthetic"
+) -> RunRecord:
     return RunRecord(
         run_id=run_id,
         logical_date=day,
@@ -50,7 +53,7 @@ def _record(run_id: str, day: date, published: bool = True, value: float = 0.7) 
         primary_metric="mae",
         primary_value=value,
         algorithm="maml",
-        params={"a": 1},
+        params={"source": {"kind": source}},
         metrics={"mae": value},
         data_hash="d" * 32,
         model_hash="m" * 32,
@@ -79,9 +82,9 @@ def _rows(engine, run_id):
 def test_republishing_a_run_leaves_exactly_the_same_rows(engine):
     record, recs = _record("nightly-2026-11-01", date(2026, 11, 1)), _recs(30, 5)
     quality = [{"scope": "all", "check_name": "rows_valid", "observed": 10.0, "rows": 11, "passed": True}]
-    assert publish_run(engine, record, recs, quality) == 150
+    assert publish_run(engine, record, recs, quality).rows == 150
     first = _rows(engine, record.run_id)
-    assert publish_run(engine, record, recs, quality) == 150
+    assert publish_run(engine, record, recs, quality).rows == 150
     assert _rows(engine, record.run_id) == first
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(runs)).scalar_one() == 1
@@ -117,7 +120,7 @@ def test_rejected_runs_are_recorded_without_rows_and_the_view_shows_the_champion
     publish_run(engine, _record("nightly-2026-11-01", date(2026, 11, 1)), _recs(4, 2), [])
     publish_run(engine, _record("nightly-2026-11-02", date(2026, 11, 2), published=False), _recs(4, 2), [])
     assert _rows(engine, "nightly-2026-11-02") == []
-    assert champion(engine, exclude_run="nightly-2026-11-03")["run_id"] == "nightly-2026-11-01"
+    assert champion(engine, "synthetic")["run_id"] == "nightly-2026-11-01"
     with engine.connect() as conn:
         from sqlalchemy import text
 
@@ -145,3 +148,25 @@ def test_gate_decision(gate_passed, challenger, champion_value, force, status):
     gate = {"passed": gate_passed, "reason": "baseline check"}
     decided, reason = decide(gate, challenger, current, "mae", tolerance=0.02, force=force)
     assert decided == status and reason
+
+
+def test_a_rejected_rerun_keeps_the_days_published_rows_and_records_the_attempt(engine):
+    day = date(2026, 11, 1)
+    publish_run(engine, _record("nightly-2026-11-01", day), _recs(10, 3), [])
+    outcome = publish_run(engine, _record("nightly-2026-11-01", day, published=False), _recs(10, 3), [])
+    assert outcome.kept_earlier and outcome.rows == 30
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(recommendations)).scalar_one() == 30
+        record = conn.execute(select(runs)).mappings().one()
+        tried = conn.execute(select(attempts.c.status).order_by(attempts.c.attempted_at)).scalars().all()
+    assert record["published"] and record["status"] == "published"
+    assert tried == ["published", "kept"]
+    assert champion(engine, "synthetic")["run_id"] == "nightly-2026-11-01"  # the rerun is judged against it
+
+
+def test_the_champion_is_of_the_same_source(engine):
+    publish_run(engine, _record("nightly-2026-11-01", date(2026, 11, 1), source="landing"), _recs(4, 2), [])
+    publish_run(engine, _record("nightly-2026-11-05", date(2026, 11, 5)), _recs(4, 2), [])  # a newer demo
+    assert champion(engine, "landing")["run_id"] == "nightly-2026-11-01"
+    assert champion(engine, "synthetic")["run_id"] == "nightly-2026-11-05"
+    assert champion(engine, "movielens") is None

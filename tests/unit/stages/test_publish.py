@@ -9,7 +9,7 @@ import pytest
 
 from metarec_tasks.paths import Workspace
 from metarec_tasks.publishing.records import file_md5
-from metarec_tasks.publishing.warehouse import connect, count_recommendations, run_row
+from metarec_tasks.publishing.warehouse import count_recommendations, open_warehouse, run_row
 from metarec_tasks.stages import publish
 
 QUALITY = {"checks": [], "reasons": {}, "rows_in": 10, "rows_valid": 10, "passed": True}
@@ -45,7 +45,7 @@ def test_the_record_names_the_ranker_that_produced_the_published_rows(tiny_param
     inputs(ws, {"model": {"catalog_recall@20": 0.4}}, {"passed": True, "reason": "model beats baselines"})
     receipt = publish.run(params, ws)
     assert receipt["status"] == "published"
-    engine = connect(params.publish.url_for(ws.root))
+    engine = open_warehouse(params, ws.root)
     record = run_row(engine, params.run.run_id)
     assert record["algorithm"] == params.ranking.meta.algorithm != params.meta.algorithm
     assert record["model_hash"] == file_md5(ws.rank_model_file) != file_md5(ws.model_file)
@@ -57,5 +57,5 @@ def test_a_primary_metric_missing_from_the_metrics_rejects_the_run_without_a_cra
     inputs(ws, {"global_mean": {"mae": 0.9}}, gate)
     receipt = publish.run(tiny_params, ws)
     assert receipt["status"] == "rejected" and "missing" in receipt["reason"]
-    record = run_row(connect(tiny_params.publish.url_for(ws.root)), tiny_params.run.run_id)
+    record = run_row(open_warehouse(tiny_params, ws.root), tiny_params.run.run_id)
     assert record["status"] == "rejected" and record["primary_value"] is None
