@@ -5,11 +5,14 @@ Kept apart from conftest.py so that importing them never re-runs conftest's envi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -111,3 +114,24 @@ def kill_train_at_first_checkpoint(root: Path, checkpoints: Path) -> tuple[int, 
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
     return max(int(p.stem.split("-")[1]) for p in checkpoints.glob("epoch-*.pt")), command
+
+
+QUALITY = {"checks": [], "reasons": {}, "rows_in": 10, "rows_valid": 10, "passed": True}
+
+
+def publish_inputs(ws, metrics: dict, gate: dict) -> None:
+    """The files publish reads: metrics, gate, data quality, recommendations, model files, events."""
+    ws.reports.mkdir(parents=True, exist_ok=True)
+    ws.metrics.write_text(json.dumps({"primary_metric": "x", "predictors": metrics}))
+    ws.gate.write_text(json.dumps(gate))
+    ws.data_quality_report.write_text(json.dumps(QUALITY))
+    ws.predictions.mkdir(parents=True, exist_ok=True)
+    recs = pd.DataFrame(
+        {"user_id": ["u1", "u1"], "rank": [1, 2], "item_id": ["i1", "i2"], "score": [2.0, 1.0]}
+    )
+    recs.to_parquet(ws.recommendations, index=False)
+    ws.models.mkdir(parents=True, exist_ok=True)
+    ws.model_file.write_bytes(b"rating model")
+    ws.rank_model_file.write_bytes(b"ranking model")
+    ws.validated.mkdir(parents=True, exist_ok=True)
+    ws.validated_events.write_bytes(b"events")

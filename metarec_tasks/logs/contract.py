@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from metarec_tasks.params import FeatureParams, ValidateParams
@@ -107,10 +108,19 @@ def to_raw_dtypes(events: pd.DataFrame) -> pd.DataFrame:
         if column.name not in out:
             continue
         if column.raw_dtype == "float64":
-            out[column.name] = pd.to_numeric(out[column.name], errors="coerce").astype("float64")
+            out[column.name] = _as_number(out[column.name])
         else:
             out[column.name] = _as_text(out[column.name])
     return out
+
+
+def _as_number(series: pd.Series) -> pd.Series:
+    """Numbers as float; anything else — text, and booleans (JSON `true` is not the rating 1) — NaN."""
+    if pd.api.types.is_bool_dtype(series):
+        return pd.Series(float("nan"), index=series.index, dtype="float64")
+    if series.dtype == object:
+        series = series.map(lambda v: None if isinstance(v, bool | np.bool_) else v)
+    return pd.to_numeric(series, errors="coerce").astype("float64")
 
 
 def _as_text(series: pd.Series) -> pd.Series:

@@ -14,11 +14,14 @@ earlier file of the window is a re-delivery: it is recorded in the manifest and 
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import hashlib
 import io
 import json
 import logging
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
 READ_ERROR = "read_error"  # raw column: why a record could not be read as a row (null when fine)
+TRUNCATED_ROW = "truncated_row: the file ends mid-row (no final newline)"
 DELIMITER_HINTS = (";", "\t", "|")
 HASH_BLOCK = 1 << 20
 
@@ -64,7 +68,51 @@ def partition_dir(landing_dir: Path, day: date) -> Path:
 
 
 def landing_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES))
+    """Every entry named like a landing file — also the ones that are not readable files (a folder
+    named `x.csv`, a dangling symlink, a symlink loop), which ingest reports instead of skipping."""
+    return sorted(p for p in folder.iterdir() if p.name.lower().endswith(SUFFIXES))
+
+
+def not_a_readable_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a landing file, or None when it is a regular file."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        if path.is_symlink():
+            return f"a dangling symlink (to {os.readlink(path)})"
+        return f"{type(exc).__name__}: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a directory?)" if stat.S_ISDIR(mode) else "not a regular file"
+    return None
+
+
+def ends_mid_row(path: Path) -> bool:
+    """A plain CSV or JSONL whose last byte is not a newline was cut mid-row (a partial upload): its
+    last record is quarantined, not repaired into a plausible row. (Gzip and Parquet carry their
+    own integrity checks.)"""
+    if not path.name.lower().endswith((".csv", ".jsonl")) or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
+
+
+def mark_last_row(chunks: Iterator[pd.DataFrame], reason: str) -> Iterator[pd.DataFrame]:
+    """The chunks as they are, with `read_error` set on the very last row."""
+    previous = None
+    for chunk in chunks:
+        if previous is not None:
+            yield previous
+        previous = chunk
+    if previous is not None and len(previous):
+        previous = previous.copy()
+        if READ_ERROR not in previous:
+            previous[READ_ERROR] = None
+        previous[READ_ERROR] = previous[READ_ERROR].astype(object)
+        previous.iloc[-1, previous.columns.get_loc(READ_ERROR)] = reason
+        yield previous
 
 
 def table_of(path: Path) -> str:
@@ -215,11 +263,13 @@ def conform_events(chunk: pd.DataFrame, entry: FileEntry) -> pd.DataFrame:
     return out
 
 
-def describe_columns(entry: FileEntry, columns: list[str], expected: tuple[str, ...]) -> None:
-    """Record what the header held: missing and extra columns, and a delimiter hint."""
+def describe_columns(
+    entry: FileEntry, columns: list[str], required: tuple[str, ...], known: tuple[str, ...]
+) -> None:
+    """Record what the header held: missing required and unknown extra columns, a delimiter hint."""
     entry.columns = [c for c in columns if c not in ("source_line", READ_ERROR)]
-    entry.missing_columns = [c for c in expected if c not in entry.columns]
-    entry.extra_columns = [c for c in entry.columns if c not in expected]
+    entry.missing_columns = [c for c in required if c not in entry.columns]
+    entry.extra_columns = [c for c in entry.columns if c not in (*required, *known)]
     if entry.missing_columns and len(entry.columns) == 1:
         found = [d for d in DELIMITER_HINTS if d in entry.columns[0]]
         if found:
@@ -232,43 +282,53 @@ def ingest_landing(
     history_days: int,
     chunk_rows: int,
     sink: Any,
+    known_columns: dict[str, tuple[str, ...]],
 ) -> tuple[list[FileEntry], pd.DataFrame, pd.DataFrame]:
     """Stream the window's event rows into `sink(frame)`; return the manifest and the side tables.
 
     A file that breaks while being read (a truncated gzip or Parquet) keeps the rows read before the
     break and is marked `unreadable`, which fails validation's batch check for that file.
+    `known_columns` per side table: the columns the contract reads from it (the key, the source's
+    feature columns, flags), so a used feature column is never reported as an extra one.
     """
     entries: list[FileEntry] = []
     seen: dict[str, str] = {}
     side: dict[str, list[pd.DataFrame]] = {name: [] for name in SIDE_TABLE_KEYS}
     for day, path in window_files(landing_dir, run_date, history_days):
         table = table_of(path)
-        entry = FileEntry(
-            source_file=path.relative_to(landing_dir).as_posix(),
-            partition_date=day.isoformat(),
-            table=table,
-            sha256=file_sha256(path),
-            bytes=path.stat().st_size,
-        )
+        entry = FileEntry(path.relative_to(landing_dir).as_posix(), day.isoformat(), table, "", 0)
         entries.append(entry)
-        if entry.sha256 in seen:
-            entry.status, entry.duplicate_of = "duplicate", seen[entry.sha256]
-            log.warning("%s is a re-delivery of %s: not read again", entry.source_file, entry.duplicate_of)
-            continue
-        seen[entry.sha256] = entry.source_file
-        expected = REQUIRED_EVENT_COLUMNS if table == "events" else (SIDE_TABLE_KEYS[table],)
-        try:
-            for chunk in read_chunks(path, chunk_rows):
+        try:  # every file-level fault is this file's failed `readable_file` check, never the run's crash
+            problem = not_a_readable_file(path)
+            if problem:
+                raise OSError(problem)
+            entry.sha256, entry.bytes = file_sha256(path), path.stat().st_size
+            if entry.sha256 in seen:
+                entry.status, entry.duplicate_of = "duplicate", seen[entry.sha256]
+                log.warning(
+                    "%s is a re-delivery of %s: not read again", entry.source_file, entry.duplicate_of
+                )
+                continue
+            seen[entry.sha256] = entry.source_file
+            chunks = read_chunks(path, chunk_rows)
+            if table == "events" and ends_mid_row(path):
+                log.warning("%s ends mid-row: its last row is quarantined", entry.source_file)
+                chunks = mark_last_row(chunks, TRUNCATED_ROW)
+            for chunk in chunks:
                 if not entry.columns:
-                    describe_columns(entry, list(chunk.columns), expected)
+                    required = REQUIRED_EVENT_COLUMNS if table == "events" else (SIDE_TABLE_KEYS[table],)
+                    describe_columns(entry, list(chunk.columns), required, known_columns.get(table, ()))
                 entry.rows += len(chunk)
                 if table == "events":
                     sink(conform_events(chunk, entry))
                 else:
                     side[table].append(_side_rows(chunk, entry))
         except (OSError, EOFError, ValueError, UnicodeError) as exc:  # pyarrow errors are ValueErrors
-            entry.status, entry.error = "unreadable", f"{type(exc).__name__}: {exc}"
-            log.error("%s is unreadable after %d rows: %s", entry.source_file, entry.rows, exc)
+            entry.status = "unreadable"
+            entry.error = (
+                str(exc) if isinstance(exc, OSError) and not exc.errno else f"{type(exc).__name__}: {exc}"
+            )
+            log.error("%s is unreadable after %d rows: %s", entry.source_file, entry.rows, entry.error)
             continue
         if not entry.columns:
             entry.status = "empty"

@@ -127,6 +127,31 @@ def file_checks(
     return out
 
 
+def side_table_checks(summary: dict[str, dict[str, int]], vp: ValidateParams) -> list[BatchCheck]:
+    """A delivered side table with too many malformed rows fails the run like an event file would."""
+    out = []
+    for table, counts in summary.items():
+        rows = counts["rows_in"]
+        if not rows:
+            continue
+        share = counts["rows_quarantined"] / rows
+        detail = f"{counts['rows_quarantined']} of {rows} rows bad (data/quarantine/{table}.parquet)"
+        passed = share <= vp.max_bad_row_share
+        out.append(
+            BatchCheck(
+                "max_bad_row_share",
+                f"{table} side table",
+                round(share, 6),
+                f"<= {vp.max_bad_row_share}",
+                passed,
+                ERROR,
+                rows,
+                detail,
+            )
+        )
+    return out
+
+
 def day_checks(
     rows_per_day: dict[str, int], days: list[date], run_date: date, vp: ValidateParams
 ) -> list[BatchCheck]:

@@ -20,7 +20,8 @@ def validate_side_tables(
     ws: Workspace, params: Params, session: GxSession
 ) -> tuple[dict[str, pd.Index], dict[str, dict[str, int]]]:
     """Quarantine malformed side rows, keep the latest delivered row per id; return the valid ids
-    of every side table that was delivered (non-empty), for referential integrity."""
+    of every side table that was delivered (non-empty), for referential integrity, and a summary
+    per table (rows in, quarantined) that `quality.batch.side_table_checks` judges."""
     ids: dict[str, pd.Index] = {}
     summary: dict[str, dict[str, int]] = {}
     for table, key in SIDE_TABLE_KEYS.items():
@@ -48,6 +49,6 @@ def validate_side_tables(
         }
         if missing and len(raw):
             log.warning("%s side table lacks feature columns %s", table, missing)
-        if len(good):
+        if len(raw):  # delivered: events must reference its valid ids — none valid means none known
             ids[table] = pd.Index(good[key])
     return ids, summary

@@ -11,6 +11,7 @@ import logging
 
 from metarec_tasks.files import write_json, write_parquet
 from metarec_tasks.logs import landing
+from metarec_tasks.logs.contract import SIDE_TABLE_KEYS, side_table_columns
 from metarec_tasks.logs.raw import (
     IngestSummary,
     RawEventWriter,
@@ -34,6 +35,10 @@ def run(params: Params, ws: Workspace) -> IngestSummary:
                 params.source.history_days,
                 params.source.read_chunk_rows,
                 writer.write,
+                {
+                    t: tuple(c.name for c in side_table_columns(params.active_features, t))
+                    for t in SIDE_TABLE_KEYS
+                },
             )
             files = [e.to_json() for e in entries]
         elif params.source.kind == "movielens":

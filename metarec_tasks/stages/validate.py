@@ -80,6 +80,7 @@ def run(params: Params, ws: Workspace, docs: bool = True) -> QualityReport:
     with timer("batch_checks"):
         checks = [
             *batch.file_checks(manifest["files"], tally.per_file, vp),
+            *batch.side_table_checks(side_summary, vp),
             *batch.day_checks(tally.per_day, window_days(params), run_date, vp),
             batch.share_check("new_user_share", f"date={run_date}", *tally.new_share("users")),
             batch.share_check("new_item_share", f"date={run_date}", *tally.new_share("items")),

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
-import pandas as pd
 import pytest
 
 from metarec_tasks.paths import Workspace
 from metarec_tasks.publishing.records import file_md5
 from metarec_tasks.publishing.warehouse import count_recommendations, open_warehouse, run_row
 from metarec_tasks.stages import publish
-
-QUALITY = {"checks": [], "reasons": {}, "rows_in": 10, "rows_valid": 10, "passed": True}
-
-
-def inputs(ws: Workspace, metrics: dict, gate: dict) -> None:
-    """The files publish reads: metrics, gate, data quality, recommendations, model files, events."""
-    ws.reports.mkdir(parents=True, exist_ok=True)
-    ws.metrics.write_text(json.dumps({"primary_metric": "x", "predictors": metrics}))
-    ws.gate.write_text(json.dumps(gate))
-    ws.data_quality_report.write_text(json.dumps(QUALITY))
-    ws.predictions.mkdir(parents=True, exist_ok=True)
-    recs = pd.DataFrame(
-        {"user_id": ["u1", "u1"], "rank": [1, 2], "item_id": ["i1", "i2"], "score": [2.0, 1.0]}
-    )
-    recs.to_parquet(ws.recommendations, index=False)
-    ws.models.mkdir(parents=True, exist_ok=True)
-    ws.model_file.write_bytes(b"rating model")
-    ws.rank_model_file.write_bytes(b"ranking model")
-    ws.validated.mkdir(parents=True, exist_ok=True)
-    ws.validated_events.write_bytes(b"events")
+from tests.helpers import publish_inputs
 
 
 @pytest.fixture
@@ -42,7 +20,9 @@ def test_the_record_names_the_ranker_that_produced_the_published_rows(tiny_param
     params = tiny_params.model_copy(
         update={"evaluate": tiny_params.evaluate.model_copy(update={"primary_metric": "catalog_recall@20"})}
     )
-    inputs(ws, {"model": {"catalog_recall@20": 0.4}}, {"passed": True, "reason": "model beats baselines"})
+    publish_inputs(
+        ws, {"model": {"catalog_recall@20": 0.4}}, {"passed": True, "reason": "model beats baselines"}
+    )
     receipt = publish.run(params, ws)
     assert receipt["status"] == "published"
     engine = open_warehouse(params, ws.root)
@@ -54,7 +34,7 @@ def test_the_record_names_the_ranker_that_produced_the_published_rows(tiny_param
 
 def test_a_primary_metric_missing_from_the_metrics_rejects_the_run_without_a_crash(tiny_params, ws):
     gate = {"passed": False, "primary_metric": "mae", "reason": "primary metric mae missing for ['model']"}
-    inputs(ws, {"global_mean": {"mae": 0.9}}, gate)
+    publish_inputs(ws, {"global_mean": {"mae": 0.9}}, gate)
     receipt = publish.run(tiny_params, ws)
     assert receipt["status"] == "rejected" and "missing" in receipt["reason"]
     record = run_row(open_warehouse(tiny_params, ws.root), tiny_params.run.run_id)
