@@ -45,6 +45,7 @@ from metarec_tasks.evaluation.metrics import catalog_metrics, mean_ci95
 from metarec_tasks.evaluation.tables import SUPPORT_BUCKETS
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.logs.movielens import read_movielens
+from metarec_tasks.meta import TRANSFER_ALGORITHM
 from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet
 from metarec_tasks.params import load_params
@@ -54,7 +55,7 @@ from metarec_tasks.ranking.episodes import NegativeSampler, item_features, user_
 from metarec_tasks.ranking.scoring import exclusion_mask, rank_users, top_k
 from metarec_tasks.threads import apply_thread_policy
 from metarec_tasks.training.checkpoint import Checkpoints
-from metarec_tasks.training.ranker import TRANSFER_ALGORITHM, meta_train, ranking_algorithm, warm_up
+from metarec_tasks.training.ranker import meta_train, ranking_algorithm, warm_up
 
 log = logging.getLogger("benchmarks.ml100k_topk")
 REPO = Path(__file__).resolve().parents[1]

@@ -170,9 +170,6 @@ class RankingParams(_Strict):
     max_catalog_items: int = Field(ge=1)  # above this, score a candidate pool instead
     pool_popular: int = Field(ge=0)  # candidate pool: most popular items...
     pool_recent: int = Field(ge=0)  # ...plus the most recently first-seen items
-    mf_dim: int = Field(ge=1)  # popularity + MF fold-in baseline
-    mf_reg: float = Field(gt=0)
-    knn_neighbors: int = Field(ge=1)  # item-kNN baseline
 
     @field_validator("meta")
     @classmethod
@@ -184,6 +181,21 @@ class RankingParams(_Strict):
                 "ranking.meta.support_subsample must be false: ranking episodes already draw support sizes"
             )
         return meta
+
+
+class SelectionParams(_Strict):
+    """The night's top-K candidates and their blend, every choice made on validation users."""
+
+    ease_lambdas: list[float] = Field(min_length=1)
+    ease_max_items: int = Field(ge=1)
+    knn_neighbors: list[int] = Field(min_length=1)
+    mf_dims: list[int] = Field(min_length=1)
+    mf_regs: list[float] = Field(min_length=1)
+    transfer_inner_lrs: list[float] = Field(min_length=1)
+    blend: bool
+    blend_weights: list[float] = Field(min_length=1)
+    blend_rounds: int = Field(ge=1)
+    min_bucket_users: int = Field(ge=1)
 
 
 class FinetuneParams(_Strict):
@@ -288,6 +300,7 @@ class Params(_Strict):
     meta: RatingMetaParams
     finetune: FinetuneParams
     ranking: RankingParams
+    selection: SelectionParams
     evaluate: EvaluateParams
     publish: PublishParams
     orchestration: OrchestrationParams

@@ -113,6 +113,11 @@ class Workspace:
         return self.predictions / "holdout_topk.parquet"
 
     @property
+    def selection(self) -> Path:
+        """The night's candidates, their knobs, the blend and the challenger, chosen on validation users."""
+        return self.predictions / "selection.json"
+
+    @property
     def recommendations(self) -> Path:
         """The top-K of every active user: what publish writes to the warehouse."""
         return self.predictions / "recommendations.parquet"

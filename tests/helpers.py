@@ -119,10 +119,34 @@ def kill_train_at_first_checkpoint(root: Path, checkpoints: Path) -> tuple[int, 
 QUALITY = {"checks": [], "reasons": {}, "rows_in": 10, "rows_valid": 10, "passed": True}
 
 
-def publish_inputs(ws, metrics: dict, gate: dict) -> None:
-    """The files publish reads: metrics, gate, data quality, recommendations, model files, events."""
+def publish_inputs(
+    ws, metrics: dict, gate: dict, selected: float | None = None, candidate: str = "model"
+) -> None:
+    """The files publish reads: metrics, gate (with the night's selection when `selected`, the
+    challenger's holdout Recall@20), selection, data quality, recommendations, model files, events."""
     ws.reports.mkdir(parents=True, exist_ok=True)
     ws.metrics.write_text(json.dumps({"primary_metric": "x", "predictors": metrics}))
+    if selected is not None:
+        gate = {
+            **gate,
+            "selection": {
+                "metric": "catalog_recall@20",
+                "challenger": candidate,
+                "challenger_kind": "meta",
+                "challenger_is_baseline": False,
+                "value": selected,
+                "best_single_baseline": "ease",
+                "difference": 0.01,
+                "wilcoxon_p": 0.04,
+            },
+        }
+        producer = {
+            "candidate": candidate,
+            "kind": "meta",
+            "parts": {candidate: {"kind": "meta", "knobs": {}}},
+        }
+        ws.predictions.mkdir(parents=True, exist_ok=True)
+        ws.selection.write_text(json.dumps({"challenger": candidate, "producer": producer}))
     ws.gate.write_text(json.dumps(gate))
     ws.data_quality_report.write_text(json.dumps(QUALITY))
     ws.predictions.mkdir(parents=True, exist_ok=True)

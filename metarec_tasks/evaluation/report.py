@@ -61,8 +61,10 @@ def write_report(
         f"Algorithm **{params.meta.algorithm}** (adapting `{params.meta.adapt}`), source "
         f"`{params.source.kind}`. Holdout users never took part in training.",
         "",
-        f"**Gate: {'passed' if decision.get('passed') else 'failed'}** — {decision.get('reason')}.",
+        f"**Meta model vs the baselines: {'passed' if decision.get('passed') else 'failed'}** — "
+        f"{decision.get('reason')}.",
         "",
+        *selection_section(decision.get("selection"), curve),
         "## Every predictor on the same holdout users (mean ± 95% CI over users)",
         "",
         metric_table(results, params.evaluate),
@@ -76,6 +78,44 @@ def write_report(
     for title, name in charts:
         lines += [f"## {title}", "", f"![{title}](figures/{name})", ""]
     write_text(ws.report, "\n".join(lines))
+
+
+def selection_section(selection: dict[str, Any] | None, curve: pd.DataFrame) -> list[str]:
+    """The night's candidates on validation and holdout users, the challenger, and per support-size
+    bucket the candidates' holdout Recall@K (the cold-start curve's top-K columns)."""
+    if not selection:
+        return []
+    metric = selection["metric"]
+    lines = [
+        f"## Selection ({metric}): chosen on validation users, reported on holdout users",
+        "",
+        f"Challenger: **{selection['challenger']}** ({selection['challenger_kind']}"
+        + (", a baseline" if selection["challenger_is_baseline"] else "")
+        + f"), holdout {metric} {selection['value']:.4f}.",
+        "",
+    ]
+    if selection.get("best_single_baseline"):
+        lines += [
+            f"Against the best single baseline on validation, `{selection['best_single_baseline']}`: "
+            f"{selection['difference']:+.4f} per holdout user (Wilcoxon p {selection['wilcoxon_p']:.2g}, "
+            f"{selection['paired_users']} users).",
+            "",
+        ]
+    lines += ["| candidate | kind | validation | holdout (± 95% CI) |", "|---|---|---|---|"]
+    for row in sorted(selection["candidates"], key=lambda r: -(r["validation"] or 0)):
+        lines.append(
+            f"| {row['candidate']} | {row['kind']} | {row['validation']:.4f} | "
+            f"{row['holdout']:.4f} ± {row['holdout_ci95']:.4f} |"
+        )
+    columns = [c for c in curve.columns if c.endswith(f".{metric}")]
+    if columns and "group" in curve:
+        names = [c.removesuffix(f".{metric}") for c in columns]
+        lines += ["", f"Holdout {metric} per support-size bucket:", ""]
+        lines += ["| support | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for _, row in curve.iterrows():
+            cells = " | ".join("" if pd.isna(row[c]) else f"{row[c]:.3f}" for c in columns)
+            lines.append(f"| {row['group']} | {cells} |")
+    return [*lines, ""]
 
 
 def _charts(

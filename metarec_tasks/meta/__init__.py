@@ -31,6 +31,7 @@ from metarec_tasks.meta.metasgd import MetaSGD
 from metarec_tasks.meta.reptile import Reptile
 from metarec_tasks.params import MetaParams
 
+TRANSFER_ALGORITHM = "fomaml"  # plain SGD at a fixed rate: how a pretrained network is fine-tuned per user
 Builder = Callable[[InnerLoop, MetaParams, nn.Module, Engine], MetaAlgorithm]
 
 ALGORITHMS: dict[str, Builder] = {

@@ -56,7 +56,9 @@ def render_summary(params: Params, root: Path, users: int, top: int) -> str:
             f"Meta-learned model vs global mean: MAE {model:.4f} vs {base:.4f} ({(model - base) / base:+.1%})"
         )
     gate = metrics["gate"]
-    lines.append(f"Quality gate on {primary}: {gate['reason']}")
+    lines.append(f"Meta model vs the baselines on {primary}: {gate['reason']}")
+    if "selection" in gate:
+        lines += selection_lines(gate["selection"])
     if run is None:
         lines.append("Warehouse: this run was not recorded (publish did not run)")
         return "\n".join(lines)
@@ -72,6 +74,26 @@ def render_summary(params: Params, root: Path, users: int, top: int) -> str:
             shown = ", ".join(f"{r.item_id} ({r.score:.2f})" for r in group.itertuples())
             lines.append(f"  top {top} for {user}: {shown}")
     return "\n".join(lines)
+
+
+def selection_lines(selection: dict) -> list[str]:
+    """The night's candidates (validation and holdout Recall@K) and what was chosen, by how much."""
+    metric = selection["metric"]
+    out = [f"Selection on validation users ({metric}; holdout users only report):"]
+    out.append(f"  {'candidate':<26}{'kind':>10}{'validation':>12}{'holdout':>18}")
+    for row in sorted(selection["candidates"], key=lambda r: -(r["validation"] or 0)):
+        mark = "  <- challenger" if row["candidate"] == selection["challenger"] else ""
+        holdout = f"{row['holdout']:.4f} ± {row['holdout_ci95']:.4f}"
+        out.append(f"  {row['candidate']:<26}{row['kind']:>10}{row['validation']:>12.4f}{holdout:>18}{mark}")
+    best = selection.get("best_single_baseline")
+    if best:
+        kind = "a baseline" if selection["challenger_is_baseline"] else selection["challenger_kind"]
+        out.append(
+            f"Challenger {selection['challenger']} ({kind}) vs best single baseline {best} on holdout users: "
+            f"{selection['difference']:+.4f} {metric} (Wilcoxon p {selection['wilcoxon_p']:.2g}, "
+            f"{selection['paired_users']} users)"
+        )
+    return out
 
 
 def _first_users(engine, run_id: str, n: int) -> list[str]:

@@ -1,12 +1,13 @@
 """The ranker's part of `finetune`: holdout top-K lists for evaluation, and the published top-K.
 
-- `holdout_topk`: holdout users adapted on their support set only; the meta-learned ranker, its
-  fine-tuned warm-up (transfer baseline) and every top-K baseline ranked over the whole catalog
-  (support items and unavailable items excluded).
-- `recommend_ranked`: every user active in the window, their latest interactions (any event type) as
-  the support set, seen and unavailable items excluded, scored over the whole catalog or the
-  candidate pool. Published score by `ranking.objective` — ranking: the RankNet score; both: RankNet
-  score + `ranking.rating_weight` × (predicted rating − global mean).
+- `night_selection`: every top-K candidate tuned and the challenger chosen on validation users
+  (`metarec_tasks/selection`);
+- `holdout_topk`: holdout users adapted on their support set only; every candidate, the blend and
+  the selected one ranked over the whole catalog (support items and unavailable items excluded);
+- `recommend_ranked`: every user active in the window, their latest interactions (any event type;
+  not what they rated low) as the support set, seen and unavailable items excluded, ranked by the
+  challenger over the whole catalog or the candidate pool; with `ranking.objective` both, plus
+  `ranking.rating_weight` × (predicted rating − global mean).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec_tasks.data.episodes import TEST, latest_support
+from metarec_tasks.data.episodes import TEST, VALIDATION, latest_support
+from metarec_tasks.evaluation.selection import SELECTED
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.functional import score_catalog
@@ -25,15 +27,13 @@ from metarec_tasks.meta.tasks import Catalog, build_task_batch
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.personalization.frames import rows_frame
-from metarec_tasks.personalization.loading import load_adapting_ranker
-from metarec_tasks.ranking import baselines as bl
-from metarec_tasks.ranking.data import RankData, items_on
+from metarec_tasks.ranking.data import RankData, items_on, positives
 from metarec_tasks.ranking.episodes import user_items
-from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, score_items, top_k
-from metarec_tasks.training.ranker import TRANSFER_ALGORITHM
+from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, top_k
+from metarec_tasks.selection.candidates import night_candidates
+from metarec_tasks.selection.select import Selection, select
 from metarec_tasks.training.runtime import to_device
 
-MODEL, TRANSFER = "model", "rank_pretrained_finetuned"
 TOPK_COLUMNS = [USER_KEY, "predictor", "rank", ITEM_KEY, "score"]
 RatingScores = Callable[[list[str], np.ndarray], torch.Tensor]
 
@@ -49,68 +49,60 @@ def ranked_frame(users: list[str], rows: np.ndarray, values: np.ndarray, item_id
     )
 
 
-def holdout_topk(params: Params, ws: Workspace, rd: RankData, device: torch.device) -> pd.DataFrame:
-    """Full-catalog top-K of holdout users (adapted on support only) for the model and every baseline."""
+def night_selection(params: Params, ws: Workspace, rd: RankData, device: torch.device) -> Selection:
+    """Every candidate tuned, the blend learned, the challenger chosen — on validation users only."""
+    val = rd.eval_users(rd.data.split(VALIDATION), params)
+    excluded = exclusion_mask(val.support.items, rd.ctx.unavailable).numpy()
+    candidates = night_candidates(params, ws, rd, val, device)
+    return select(candidates, val, excluded, params.evaluate.catalog_k, params.selection)
+
+
+def holdout_topk(params: Params, rd: RankData, selection: Selection) -> pd.DataFrame:
+    """Full-catalog top-K of holdout users (adapted on support only) for every candidate, the blend,
+    and `selected` — the challenger's lists, under its own name too."""
     test = rd.eval_users(rd.data.split(TEST), params)
-    k, rp, ctx = params.evaluate.catalog_k, params.ranking, rd.ctx
-    item_ids, n_items = rd.data.catalog.item_ids, len(rd.data.catalog.item_ids)
     users, support = test.support.users, test.support
     if not users:
         return pd.DataFrame(columns=TOPK_COLUMNS)
-    excluded = exclusion_mask(support.items, ctx.unavailable)
-    matrix = bl.interaction_matrix(rd.train.items, rd.train.weights, n_items)
-    support_rows = bl.interaction_matrix(support.items, support.weights, n_items)
-    scored = {
-        "popularity": bl.popularity(matrix, support.items),
-        "popularity_mf": bl.popularity_mf(matrix, support_rows, rp),
-        "item_knn": bl.item_knn(matrix, support_rows, rp.knn_neighbors),
-    }
-    batch = to_device(ctx.support_batch(support), device)
-    for name, (path, algorithm) in {
-        MODEL: (ws.rank_model_file, None),
-        TRANSFER: (ws.rank_pretrained_file, TRANSFER_ALGORITHM),
-    }.items():
-        model, alg = load_adapting_ranker(path, params, device, algorithm)
-        scored[name] = score_items(model, alg, batch, rp.meta.inner_steps, items_on(ctx.items, device)).cpu()
+    excluded = exclusion_mask(support.items, rd.ctx.unavailable)
     frames = []
-    for name, scores in scored.items():
-        values, rows = top_k(torch.as_tensor(scores, dtype=torch.float32), excluded, k)
-        frames.append(ranked_frame(users, rows, values, item_ids).assign(predictor=name))
+    for name in selection.names:
+        scores = torch.as_tensor(selection.score(name, support, excluded.numpy()), dtype=torch.float32)
+        values, rows = top_k(scores, excluded, params.evaluate.catalog_k)
+        frame = ranked_frame(users, rows, values, rd.data.catalog.item_ids)
+        frames.append(frame.assign(predictor=name))
+        if name == selection.challenger:
+            frames.append(frame.assign(predictor=SELECTED))
     return pd.concat(frames, ignore_index=True)[TOPK_COLUMNS]
 
 
 def recommend_ranked(
-    params: Params,
-    ws: Workspace,
-    rd: RankData,
-    device: torch.device,
-    rating_scores: RatingScores | None = None,
+    params: Params, rd: RankData, selection: Selection, rating_scores: RatingScores | None = None
 ) -> pd.DataFrame:
-    """Top-K unseen, available items for every user active in the window, from the ranking model.
+    """Top-K unseen, available items for every user active in the window, from the challenger.
 
     `rating_scores(users, candidate item ids) -> [users, candidates]` adds the rating term (objective
     both)."""
     rp, ctx, catalog = params.ranking, rd.ctx, rd.data.catalog
     everyone = user_items(rd.events, catalog, rp.event_weights)
-    support = user_items(
-        latest_support(rd.events, params.episodes.max_support), catalog, rp.event_weights, everyone.users
-    )
+    latest = latest_support(rd.events, params.episodes.max_support)
+    support = positives(latest, catalog, params, everyone.users)
     pool = candidate_pool(rd.counts, rd.first_seen, rp)
     columns = np.arange(len(ctx.unavailable)) if pool is None else pool
-    items = items_on({n: v[torch.as_tensor(columns)] for n, v in ctx.items.items()}, device)
     item_ids = np.asarray(catalog.item_ids, dtype=object)
-    model, algorithm = load_adapting_ranker(ws.rank_model_file, params, device)
     frames = []
     chunk = params.finetune.chunk_size
     for start in range(0, len(everyone), chunk):
         index = np.arange(start, min(start + chunk, len(everyone)))
         part, seen = support.subset(index), everyone.subset(index)
-        batch = to_device(ctx.support_batch(part), device)
-        scores = score_items(model, algorithm, batch, rp.meta.inner_steps, items).cpu()
+        excluded = exclusion_mask(seen.items, ctx.unavailable)
+        scores = torch.as_tensor(
+            selection.score(selection.challenger, part, excluded.numpy()), dtype=torch.float32
+        )
+        scores = scores[:, torch.as_tensor(columns)]
         if rating_scores is not None and rp.rating_weight > 0:
             scores = scores + rp.rating_weight * rating_scores(part.users, item_ids[columns])
-        excluded = exclusion_mask(seen.items, ctx.unavailable)[:, torch.as_tensor(columns)]
-        values, rows = top_k(scores, excluded, params.finetune.top_k)
+        values, rows = top_k(scores, excluded[:, torch.as_tensor(columns)], params.finetune.top_k)
         frames.append(ranked_frame(part.users, columns[rows], values, item_ids))
     if not frames:
         return pd.DataFrame(columns=[USER_KEY, "rank", ITEM_KEY, "score"])

@@ -1,5 +1,5 @@
-"""What a run record carries besides the decision: file digests (as in `dvc.lock`) and the compact
-data-quality summary."""
+"""What a run record carries besides the decision: file digests (as in `dvc.lock`), the compact
+data-quality summary, and the producer of the published rows."""
 
 from __future__ import annotations
 
@@ -52,3 +52,27 @@ def quality_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
     return rows
+
+
+PART_FILES = {"meta": "rank_model_file", "transfer": "rank_pretrained_file"}  # Workspace properties
+
+
+def producer_row(producer: dict[str, Any], params: Any, ws: Any) -> dict[str, Any]:
+    """Lineage of the published rows: the candidate, its parts (algorithms and knobs), the model
+    files they read (md5, as in `dvc.lock`), and the blend's weights."""
+    algorithms = {}
+    hashes = {}
+    for name, part in producer["parts"].items():
+        kind = part["kind"]
+        algorithms[name] = params.ranking.meta.algorithm if kind == "meta" else name
+        if kind == "meta" and name == "rating_model":
+            hashes[name] = file_md5(ws.model_file)
+        elif kind in PART_FILES:
+            hashes[name] = file_md5(getattr(ws, PART_FILES[kind]))
+    return {
+        "candidate": producer["candidate"],
+        "kind": producer["kind"],
+        "parts": {name: {**part, "algorithm": algorithms[name]} for name, part in producer["parts"].items()},
+        "model_hashes": hashes,
+        "blend": producer.get("blend"),
+    }

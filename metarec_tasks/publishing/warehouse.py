@@ -109,9 +109,21 @@ attempts = Table(
     Column("model_hash", String(64)),
 )
 
+producers = Table(  # which candidate made a run's published rows: its parts, files and blend weights
+    "producers",
+    metadata,
+    Column("run_id", String(128), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    Column("candidate", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("parts", JSON, nullable=False),
+    Column("model_hashes", JSON, nullable=False),
+    Column("blend", JSON),
+)
+
 LATEST_VIEW = "latest_recommendations"
 _LATEST_SELECT = (
-    "SELECT r.run_id, r.user_id, r.rank, r.item_id, r.score FROM recommendations r "
+    "SELECT r.run_id, r.user_id, r.rank, r.item_id, r.score, p.candidate AS producer "
+    "FROM recommendations r LEFT JOIN producers p ON p.run_id = r.run_id "
     "WHERE r.run_id = (SELECT run_id FROM runs WHERE published = true "
     "ORDER BY logical_date DESC, updated_at DESC LIMIT 1)"
 )
@@ -182,10 +194,13 @@ def guarded(engine: Engine, doing: str) -> Iterator[None]:
 
 
 def _create_latest_view(conn: Connection) -> None:
+    """(Re)created on every connect, so a warehouse made by an older version gains new columns
+    (PostgreSQL replaces it in place, readers never see it missing; new columns go last)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"CREATE OR REPLACE VIEW {LATEST_VIEW} AS {_LATEST_SELECT}"))
     else:
-        conn.execute(text(f"CREATE VIEW IF NOT EXISTS {LATEST_VIEW} AS {_LATEST_SELECT}"))
+        conn.execute(text(f"DROP VIEW IF EXISTS {LATEST_VIEW}"))
+        conn.execute(text(f"CREATE VIEW {LATEST_VIEW} AS {_LATEST_SELECT}"))
 
 
 def champion(engine: Engine, source: str) -> dict[str, Any] | None:
@@ -210,7 +225,11 @@ class Published:
 
 
 def publish_run(
-    engine: Engine, record: RunRecord, recs: pd.DataFrame, quality: list[dict[str, Any]]
+    engine: Engine,
+    record: RunRecord,
+    recs: pd.DataFrame,
+    quality: list[dict[str, Any]],
+    producer: dict[str, Any] | None = None,
 ) -> Published:
     """In one transaction: record the attempt; a published (or forced) run replaces everything of
     its run id; a rejected one is recorded too — unless the day is already published, which it
@@ -241,6 +260,7 @@ def publish_run(
             return Published(int(existing["recommendation_rows"]), True)
         conn.execute(delete(recommendations).where(recommendations.c.run_id == record.run_id))
         conn.execute(delete(data_quality).where(data_quality.c.run_id == record.run_id))
+        conn.execute(delete(producers).where(producers.c.run_id == record.run_id))
         conn.execute(delete(runs).where(runs.c.run_id == record.run_id))
         conn.execute(
             insert(runs).values(
@@ -256,6 +276,8 @@ def publish_run(
             conn.execute(insert(recommendations), chunk)
         if quality:
             conn.execute(insert(data_quality), [{"run_id": record.run_id, **q} for q in quality])
+        if producer:
+            conn.execute(insert(producers).values(run_id=record.run_id, **producer))
     log.info("warehouse: run %s %s with %d recommendation rows", record.run_id, record.status, len(rows))
     return Published(len(rows), False)
 

@@ -1,19 +1,26 @@
 """Non-meta top-K baselines, scored over the full catalog from training users' interactions.
 
 - `popularity`: how many training users interacted with the item;
-- `popularity_mf`: biased MF on the training users' implicit matrix (item bias = popularity share, ALS
-  with ridge `ranking.mf_reg`, `ranking.mf_dim` factors), the new user folded in by ridge regression of
+- `FoldInMF` (popularity + MF): biased MF on the training users' implicit matrix (item bias =
+  popularity share, ALS with a ridge, some factors), the new user folded in by ridge regression of
   their support row on the item factors — popularity plus a user-taste term;
-- `item_knn`: cosine similarity of item columns, the `ranking.knn_neighbors` nearest kept; an item's
-  score is its summed similarity to the user's support items (popularity breaks ties).
+- `ItemKNN`: cosine similarity of item columns, a number of nearest neighbours kept; an item's
+  score is its summed similarity to the user's support items (popularity breaks ties);
+- `EASE` (Steck 2019): closed-form item-item ridge regression with a zero diagonal,
+  B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹; a user's scores are their support row times B. The
+  inverse is dense in the catalog size, so above `max_items` items it is fitted on the `max_items`
+  most popular ones and every other item scores below them (a logged rule, not an OOM).
 Each returns [users, n_items] scores; exclusions (support, unavailable) are applied by the caller.
+Their knobs are chosen on validation users (`metarec_tasks/selection/candidates.py`).
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from metarec_tasks.params import RankingParams
+log = logging.getLogger(__name__)
 
 ALS_ITERATIONS = 10  # alternating ridge solves; the objective flattens well before this on our sizes
 
@@ -54,18 +61,48 @@ class FoldInMF:
         return self.bias + users @ self.items.T
 
 
-def popularity_mf(train: np.ndarray, support_rows: np.ndarray, rp: RankingParams) -> np.ndarray:
-    return FoldInMF(train, rp.mf_dim, rp.mf_reg).scores(support_rows)
+class ItemKNN:
+    """Cosine similarity of the training users' item columns, computed once; any number of
+    neighbours (`neighbors`) kept per item at scoring time."""
+
+    def __init__(self, train: np.ndarray):
+        binary = (train > 0).astype(np.float32)
+        norms = np.sqrt(binary.sum(axis=0)).clip(min=1e-6)
+        self.sim = (binary.T @ binary) / norms[:, None] / norms[None, :]
+        np.fill_diagonal(self.sim, 0.0)
+        counts = binary.sum(axis=0)
+        self.tie_break = 1e-6 * counts / max(counts.max(), 1.0)
+
+    def scores(self, support_rows: np.ndarray, neighbors: int) -> np.ndarray:
+        sim = self.sim
+        if neighbors < sim.shape[1]:
+            cut = -np.partition(-sim, neighbors - 1, axis=1)[:, neighbors - 1 : neighbors]
+            sim = np.where(sim >= cut, sim, 0.0)
+        return (support_rows > 0).astype(np.float32) @ sim + self.tie_break
 
 
-def item_knn(train: np.ndarray, support_rows: np.ndarray, neighbors: int) -> np.ndarray:
-    binary = (train > 0).astype(np.float32)
-    norms = np.sqrt(binary.sum(axis=0)).clip(min=1e-6)
-    sim = (binary.T @ binary) / norms[:, None] / norms[None, :]
-    np.fill_diagonal(sim, 0.0)
-    if neighbors < sim.shape[1]:
-        cut = -np.partition(-sim, neighbors - 1, axis=1)[:, neighbors - 1 : neighbors]
-        sim = np.where(sim >= cut, sim, 0.0)
-    counts = binary.sum(axis=0)
-    tie_break = 1e-6 * counts / max(counts.max(), 1.0)
-    return (support_rows > 0).astype(np.float32) @ sim + tie_break
+class EASE:
+    """Fitted once on the training users' implicit matrix; scores any support rows."""
+
+    def __init__(self, train: np.ndarray, lam: float, max_items: int):
+        binary = (train > 0).astype(np.float64)
+        counts = binary.sum(axis=0)
+        n_items = binary.shape[1]
+        self.columns = (
+            np.arange(n_items) if n_items <= max_items else np.sort(np.argsort(-counts)[:max_items])
+        )
+        if len(self.columns) < n_items:
+            log.warning("EASE: %d items > %d: fitted on the %d most popular", n_items, max_items, max_items)
+        sub = binary[:, self.columns]
+        gram = sub.T @ sub + lam * np.eye(len(self.columns))
+        inverse = np.linalg.inv(gram)
+        self.weights = (-inverse / np.diag(inverse)).astype(np.float32)
+        np.fill_diagonal(self.weights, 0.0)
+        self.n_items = n_items
+
+    def scores(self, support_rows: np.ndarray) -> np.ndarray:
+        out = np.full(
+            (len(support_rows), self.n_items), -1e6, np.float32
+        )  # unpooled: below every pooled item
+        out[:, self.columns] = (support_rows[:, self.columns] > 0).astype(np.float32) @ self.weights
+        return out

@@ -1,6 +1,7 @@
 """The ranker's view of one run's data, built once per stage from the episode data already loaded.
 
-Positives are every event of the window (each event type weighted by `ranking.event_weights`); the
+Positives are every event of the window (each event type weighted by `ranking.event_weights`),
+except items a user rated below `evaluate.relevance_threshold`; the
 user split is the episodes stage's stable hash, so holdout users never train; validation and holdout
 users adapt on their support rows and count query items rated at least
 `evaluate.relevance_threshold` as relevant. The negative sampler and the item features (with their
@@ -17,7 +18,7 @@ import torch
 
 from metarec_tasks.data.episodes import QUERY, SUPPORT, TRAIN, user_split
 from metarec_tasks.data.loader import EpisodeData
-from metarec_tasks.logs.contract import AVAILABLE_COLUMN, FALSE_VALUES, ITEM_KEY, USER_KEY
+from metarec_tasks.logs.contract import AVAILABLE_COLUMN, FALSE_VALUES, ITEM_KEY, RATING_EVENT, USER_KEY
 from metarec_tasks.meta.tasks import Catalog, TaskBatch
 from metarec_tasks.models.rating import Features
 from metarec_tasks.params import Params, RankingParams
@@ -86,15 +87,12 @@ class RankData:
         """Users of `tasks`: support = their support rows, relevant = query items rated ≥ the threshold."""
         catalog = self.data.catalog
         users = sorted(tasks[USER_KEY].astype(str).unique())
-        support = user_items(
-            tasks[tasks["role"] == SUPPORT].assign(event_type="rating"),
-            catalog,
-            params.ranking.event_weights,
-            users,
+        support = positives(
+            tasks[tasks["role"] == SUPPORT].assign(event_type=RATING_EVENT), catalog, params, users
         )
         query = tasks[(tasks["role"] == QUERY) & (tasks["value"] >= params.evaluate.relevance_threshold)]
         rel = query.groupby(USER_KEY)[ITEM_KEY].agg(lambda s: set(catalog.item_rows(s).tolist()))
-        return EvalUsers(support, [rel.get(u, set()) for u in users])
+        return EvalUsers(support, [set(rel.get(u, ())) for u in users])
 
 
 def rank_data(params: Params, data: EpisodeData, events: pd.DataFrame, items: pd.DataFrame) -> RankData:
@@ -105,7 +103,7 @@ def rank_data(params: Params, data: EpisodeData, events: pd.DataFrame, items: pd
         .astype(str)
         .map({u: user_split(u, params.episodes) for u in events[USER_KEY].unique()})
     )
-    train = user_items(events[split == TRAIN], catalog, rp.event_weights)
+    train = positives(events[split == TRAIN], catalog, params)
     n_items = len(catalog.item_ids)
     counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *train.items]), minlength=n_items)
     first = events.groupby(ITEM_KEY)["timestamp"].min()
@@ -117,6 +115,14 @@ def rank_data(params: Params, data: EpisodeData, events: pd.DataFrame, items: pd
         catalog, item_features(catalog, sampler), sampler, rp, rng, unavailable_items(items, catalog)
     )
     return RankData(data, events, train, ctx, counts, first_seen)
+
+
+def positives(events: pd.DataFrame, catalog: Catalog, params: Params, users=None) -> UserItems:
+    """What the ranker learns from and adapts on: events weighted by `ranking.event_weights`, minus
+    the items a user rated below `evaluate.relevance_threshold` (a 0.5-star rating is no like)."""
+    return user_items(
+        events, catalog, params.ranking.event_weights, users, params.evaluate.relevance_threshold
+    )
 
 
 def unavailable_items(items: pd.DataFrame, catalog: Catalog) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.logs.contract import ITEM_KEY, RATING_EVENT, USER_KEY
 from metarec_tasks.meta.objectives import LOG_Q
 from metarec_tasks.meta.tasks import Catalog, InteractionSet, TaskBatch
 from metarec_tasks.models.rating import Features
@@ -46,9 +46,21 @@ def event_weights(events: pd.DataFrame, weights: dict[str, float]) -> pd.Series:
     return events["event_type"].map(weights).fillna(0.0).astype(float)
 
 
-def user_items(events: pd.DataFrame, catalog: Catalog, weights: dict[str, float], users=None) -> UserItems:
-    """Positives per user: each (user, item) once, with the largest weight of its events."""
+def user_items(
+    events: pd.DataFrame,
+    catalog: Catalog,
+    weights: dict[str, float],
+    users=None,
+    min_rating: float | None = None,
+) -> UserItems:
+    """Positives per user: each (user, item) once, with the largest weight of its events. With
+    `min_rating`, an item the user rated below it is no positive at all (explicit feedback wins over
+    any view or click of the same item)."""
     frame = events.assign(_w=event_weights(events, weights))
+    if min_rating is not None and "value" in frame:
+        low = (frame["event_type"] == RATING_EVENT) & (frame["value"] < min_rating)
+        disliked = pd.MultiIndex.from_frame(frame.loc[low, [USER_KEY, ITEM_KEY]])
+        frame = frame[~pd.MultiIndex.from_frame(frame[[USER_KEY, ITEM_KEY]]).isin(disliked)]
     frame = frame[frame["_w"] > 0]
     best = frame.groupby([USER_KEY, ITEM_KEY], sort=False)["_w"].max().reset_index()
     groups = {str(u): g for u, g in best.groupby(USER_KEY, sort=False)}

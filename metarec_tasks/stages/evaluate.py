@@ -1,12 +1,15 @@
 """The `evaluate` stage: score every predictor on the holdout users and decide if the model is good enough.
 
-Reads the holdout predictions and top-K lists of `finetune`; writes `metrics.json` (every predictor,
-every metric, with 95% CIs over users), `gate.json` (the decision against the non-meta baselines),
+Reads the holdout predictions, top-K lists and selection of `finetune`; writes `metrics.json` (every
+predictor, every metric, with 95% CIs over users), `gate.json` (the meta model against the non-meta
+baselines, and the night's selection: every candidate on validation and holdout users, the
+challenger, a paired test against the best single baseline),
 the cold-start and scenario breakdowns (DVC plots) and `report.md` with its charts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -14,6 +17,7 @@ import pandas as pd
 
 from metarec_tasks.evaluation.gate import catalog_gate, gate
 from metarec_tasks.evaluation.report import write_report
+from metarec_tasks.evaluation.selection import selection_report
 from metarec_tasks.evaluation.tables import (
     breakdown,
     per_user_catalog,
@@ -53,6 +57,8 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
     scenarios = breakdown(holdout, topk, scenario_of(holdout), ep)
     curve = breakdown(holdout, topk, support_bucket(holdout["support_size"]), ep)
     decision = catalog_gate(gate(results, ep), results, ep)
+    if ws.selection.is_file():  # the night's top-K candidates, chosen on validation users
+        decision["selection"] = selection_report(json.loads(ws.selection.read_text()), topk, holdout, ep)
     report = {
         "primary_metric": ep.primary_metric,
         "predictors": results,

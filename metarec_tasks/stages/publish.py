@@ -20,8 +20,8 @@ from metarec_tasks.evaluation.tables import MODEL
 from metarec_tasks.files import write_json
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
-from metarec_tasks.publishing.champion import decide, promote_champion
-from metarec_tasks.publishing.records import file_md5, quality_rows
+from metarec_tasks.publishing.champion import decide, decide_challenger, promote_champion
+from metarec_tasks.publishing.records import file_md5, producer_row, quality_rows
 from metarec_tasks.publishing.warehouse import RunRecord, champion, open_warehouse, publish_run
 
 log = logging.getLogger(__name__)
@@ -32,18 +32,24 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
     gate = json.loads(ws.gate.read_text())
     quality = json.loads(ws.data_quality_report.read_text())
     recs = pd.read_parquet(ws.recommendations)
-    metric = params.evaluate.primary_metric
-    value = float(metrics["predictors"].get(MODEL, {}).get(metric, math.nan))  # missing: the gate failed
-    run_id = params.run.run_id
-    ranked = params.ranking.objective != "rating"
-    algorithm = params.ranking.meta.algorithm if ranked else params.meta.algorithm
-    producer = ws.rank_model_file if ranked else ws.model_file
-
     engine = open_warehouse(params, ws.root)
     current = champion(engine, params.source.kind)
-    status, reason = decide(
-        gate, value, current, metric, params.publish.champion_tolerance, params.publish.force
-    )
+    chosen = gate.get("selection")
+    if params.ranking.objective != "rating" and chosen:  # the challenger: chosen on validation users
+        metric, value = chosen["metric"], float(chosen["value"])
+        status, reason = decide_challenger(
+            chosen, current, params.publish.champion_tolerance, params.publish.force
+        )
+    else:  # the rating model's list: the gate against the baselines, then the champion
+        metric = params.evaluate.primary_metric
+        value = float(metrics["predictors"].get(MODEL, {}).get(metric, math.nan))  # missing: the gate failed
+        status, reason = decide(
+            gate, value, current, metric, params.publish.champion_tolerance, params.publish.force
+        )
+    run_id = params.run.run_id
+    produced_by = json.loads(ws.selection.read_text())["producer"] if ws.selection.is_file() else None
+    ranked = params.ranking.objective != "rating"
+    producer = ws.rank_model_file if ranked else ws.model_file
     record = RunRecord(
         run_id=run_id,
         logical_date=params.run.run_date,
@@ -54,13 +60,14 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
         gate_reason=reason,
         primary_metric=metric,
         primary_value=value if math.isfinite(value) else None,
-        algorithm=algorithm,
+        algorithm=(produced_by or {}).get("candidate", params.meta.algorithm)[:32],
         params=params.model_dump(mode="json", by_alias=True),
         metrics=metrics,
         data_hash=file_md5(ws.validated_events),
         model_hash=file_md5(producer),
     )
-    outcome = publish_run(engine, record, recs, quality_rows(quality))
+    lineage = producer_row(produced_by, params, ws) if produced_by else None
+    outcome = publish_run(engine, record, recs, quality_rows(quality), lineage)
     if status == "published":  # passed the gate: tomorrow's `meta.warm_start` starts from this model
         promote_champion(ws.model_file, ws.root / params.meta.champion_model)
     if outcome.kept_earlier:

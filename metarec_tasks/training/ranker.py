@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from metarec_tasks.data.episodes import VALIDATION
 from metarec_tasks.evaluation.metrics import catalog_metrics
-from metarec_tasks.meta import build_algorithm
+from metarec_tasks.meta import TRANSFER_ALGORITHM, build_algorithm
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.functional import make_engine
 from metarec_tasks.meta.tasks import TaskBatch
@@ -39,7 +39,6 @@ from metarec_tasks.training.runtime import autocast, pick_device, seed_everythin
 
 log = logging.getLogger(__name__)
 
-TRANSFER_ALGORITHM = "fomaml"  # plain SGD at a fixed rate: how the warm-up is fine-tuned per user
 VALIDATION_CHUNK = 256  # validation users scored at once
 
 

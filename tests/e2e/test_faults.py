@@ -73,9 +73,9 @@ def test_1_a_rejected_rerun_keeps_the_published_day(backend, tmp_path, request):
     if backend == "postgresql":
         env["METAREC_WAREHOUSE_URL"] = request.getfixturevalue("postgres_url")
     ws = Workspace(root)
-    publish_inputs(ws, METRICS, PASSED)
+    publish_inputs(ws, METRICS, PASSED, selected=0.40)
     assert metarec(root, "publish", env=env).returncode == 0
-    publish_inputs(ws, METRICS, FAILED)
+    publish_inputs(ws, METRICS, FAILED, selected=0.10)  # the rerun's challenger is much worse
     rerun = metarec(root, "publish", env=env)
     assert rerun.returncode == 0, rerun.stderr
     receipt = json.loads(ws.publish_receipt.read_text())
@@ -325,13 +325,18 @@ def test_8_the_demo_and_real_data_never_share_a_default_warehouse(tmp_path):
     assert demo != real and demo.endswith("metarec-synthetic.db") and real.endswith("metarec-landing.db")
 
 
-def test_8_a_forced_gate_failing_model_is_not_the_next_champion(tmp_path):
-    root = publish_workspace(tmp_path / "ws", **{"publish.force": True})
+def test_8_a_forced_model_is_not_the_next_champion(tmp_path):
+    root = publish_workspace(tmp_path / "ws")
     ws = Workspace(root)
-    publish_inputs(ws, METRICS, FAILED)
+    champion_file = root / load_params(root / "params.yaml").meta.champion_model
+    publish_inputs(ws, METRICS, PASSED, selected=0.40)
     assert metarec(root, "publish").returncode == 0
+    assert champion_file.read_bytes() == b"rating model"  # passed: tomorrow's warm start
+    publish_inputs(ws, METRICS, FAILED, selected=0.10)
+    ws.model_file.write_bytes(b"a worse model")
+    assert (
+        metarec(root, "--set", "publish.force=true", "--set", "run.run_date=2026-10-21", "publish").returncode
+        == 0
+    )
     assert json.loads(ws.publish_receipt.read_text())["status"] == "forced"
-    assert not (root / load_params(root / "params.yaml").meta.champion_model).exists()
-    publish_inputs(ws, METRICS, PASSED)
-    assert metarec(root, "--set", "publish.force=false", "publish").returncode == 0
-    assert (root / load_params(root / "params.yaml").meta.champion_model).read_bytes() == b"rating model"
+    assert champion_file.read_bytes() == b"rating model"  # forced past the champion: not promoted

@@ -198,7 +198,7 @@ def test_baselines_rank_what_they_should():
     user_b = np.zeros((1, 5), np.float32)
     user_b[0, 2] = 1
     assert np.argmax(bl.popularity(train, [np.array([2])])[0]) == 4
-    knn = bl.item_knn(train, user_b, neighbors=2)[0]
+    knn = bl.ItemKNN(train).scores(user_b, neighbors=2)[0]
     assert np.argmax(np.where(user_b[0] > 0, -np.inf, knn)) == 3
     mf = bl.FoldInMF(train, dim=2, reg=0.1).scores(user_b)[0]
     assert mf[3] > mf[0] and mf[3] > mf[1]

@@ -3,6 +3,8 @@ tables evaluate and publish read, with no seen or unavailable item in any list."
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -37,8 +39,15 @@ def test_finetune_loads_the_data_once_and_writes_every_table(trained, monkeypatc
     assert counts["holdout_rows"] == len(holdout) > 0
 
     topk = pd.read_parquet(trained.holdout_topk)
-    expected = {"model", "rank_pretrained_finetuned", "popularity", "popularity_mf", "item_knn"}
-    assert set(topk["predictor"]) == expected
+    expected = {"model", "rank_pretrained_finetuned", "ease", "popularity", "popularity_mf", "item_knn"}
+    assert set(topk["predictor"]) == expected | {"blend", "selected"}
+    selection = json.loads(trained.selection.read_text())
+    assert selection["challenger"] in expected | {"blend"}
+    chosen = (
+        topk[topk["predictor"] == selection["challenger"]].drop(columns="predictor").reset_index(drop=True)
+    )
+    selected = topk[topk["predictor"] == "selected"].drop(columns="predictor").reset_index(drop=True)
+    pd.testing.assert_frame_equal(chosen, selected)  # `selected` is the challenger's lists
     assert topk.groupby(["predictor", "user_id"]).size().max() <= params.evaluate.catalog_k
 
     recs = pd.read_parquet(trained.recommendations)

@@ -1,0 +1,149 @@
+"""The night's top-K candidates, each a scorer of support sets, each baseline's knobs tuned on
+validation users from the grids in `selection` (the same budget of choice as the meta models get:
+their inner learning rate and epochs are chosen on validation users too).
+
+| candidate | kind | knobs chosen on validation users |
+|---|---|---|
+| `model` | meta | (meta-training's best epoch) |
+| `rank_pretrained_finetuned` | transfer | its inner learning rate (`selection.transfer_inner_lrs`) |
+| `ease` | baseline | λ (`selection.ease_lambdas`) |
+| `popularity_mf` | baseline | factors × ridge (`selection.mf_dims`, `selection.mf_regs`) |
+| `item_knn` | baseline | neighbours (`selection.knn_neighbors`) |
+| `popularity` | baseline | — |
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarec_tasks.meta import TRANSFER_ALGORITHM
+from metarec_tasks.params import Params
+from metarec_tasks.paths import Workspace
+from metarec_tasks.personalization.loading import load_adapting_ranker
+from metarec_tasks.ranking import baselines as bl
+from metarec_tasks.ranking.data import EvalUsers, RankData, items_on
+from metarec_tasks.ranking.episodes import UserItems
+from metarec_tasks.ranking.scoring import exclusion_mask, score_items
+from metarec_tasks.selection.metrics import mean_recall
+from metarec_tasks.training.runtime import to_device
+
+log = logging.getLogger(__name__)
+
+MODEL, TRANSFER = "model", "rank_pretrained_finetuned"
+Scorer = Callable[[UserItems], np.ndarray]  # support sets → [users, n_items] scores, higher is better
+
+
+@dataclass
+class Candidate:
+    name: str
+    kind: str  # meta | transfer | baseline | blend
+    score: Scorer
+    knobs: dict[str, Any] = field(default_factory=dict)
+    validation: float = float("nan")  # mean validation Recall@K
+    tried: list[dict[str, Any]] = field(default_factory=list)  # every knob setting and its recall
+
+
+def support_rows(support: UserItems, n_items: int) -> np.ndarray:
+    return bl.interaction_matrix(support.items, support.weights, n_items)
+
+
+def ranker_scorer(model, algorithm, rd: RankData, steps: int, chunk: int, device: torch.device) -> Scorer:
+    """A saved ranker adapted on each support set, scored over the whole catalog, in chunks."""
+    items = items_on(rd.ctx.items, device)
+
+    def score(support: UserItems) -> np.ndarray:
+        out = []
+        for start in range(0, len(support), chunk):
+            part = support.subset(np.arange(start, min(start + chunk, len(support))))
+            batch = to_device(rd.ctx.support_batch(part), device)
+            out.append(score_items(model, algorithm, batch, steps, items).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(rd.ctx.unavailable)), np.float32)
+
+    return score
+
+
+def tuned(
+    name: str,
+    kind: str,
+    build: Callable[..., Scorer],
+    grid: dict[str, list],
+    val: EvalUsers,
+    excluded: np.ndarray,
+    k: int,
+) -> Candidate:
+    """`build(**knobs)` for every combination of `grid`, the best on validation Recall@k kept."""
+    best: Candidate | None = None
+    tried = []
+    for values in itertools.product(*grid.values()):
+        knobs = dict(zip(grid, values, strict=True))
+        scorer = build(**knobs)
+        recall = (
+            mean_recall(scorer(val.support), excluded, val.relevant, k) if len(val.support) else float("nan")
+        )
+        tried.append({**knobs, "recall": recall})
+        if best is None or (np.isfinite(recall) and not recall <= best.validation):
+            best = Candidate(name, kind, scorer, knobs, recall)
+    assert best is not None
+    best.tried = tried
+    log.info(
+        "%s: %s chosen on validation users (Recall@%d %.4f)",
+        name,
+        best.knobs or "no knobs",
+        k,
+        best.validation,
+    )
+    return best
+
+
+def night_candidates(
+    params: Params, ws: Workspace, rd: RankData, val: EvalUsers, device: torch.device
+) -> list[Candidate]:
+    """Every single candidate, tuned on `val` (validation users) only."""
+    sp, k = params.selection, params.evaluate.catalog_k
+    n_items = len(rd.ctx.unavailable)
+    train = bl.interaction_matrix(rd.train.items, rd.train.weights, n_items)
+    chunk, steps = params.finetune.chunk_size, params.ranking.meta.inner_steps
+    knn = bl.ItemKNN(train)
+    excluded = exclusion_mask(val.support.items, rd.ctx.unavailable).numpy()
+
+    def transfer(inner_lr: float) -> Scorer:
+        meta_block = params.ranking.meta.model_copy(update={"inner_lr": inner_lr})
+        changed = params.model_copy(
+            update={"ranking": params.ranking.model_copy(update={"meta": meta_block})}
+        )
+        model, algorithm = load_adapting_ranker(ws.rank_pretrained_file, changed, device, TRANSFER_ALGORITHM)
+        return ranker_scorer(model, algorithm, rd, steps, chunk, device)
+
+    def meta() -> Scorer:
+        model, algorithm = load_adapting_ranker(ws.rank_model_file, params, device)
+        return ranker_scorer(model, algorithm, rd, steps, chunk, device)
+
+    def mf(dim: int, reg: float) -> Scorer:
+        fitted = bl.FoldInMF(train, dim, reg, seed=params.run.seed)
+        return lambda support: fitted.scores(support_rows(support, n_items))
+
+    def ease(lam: float) -> Scorer:
+        fitted = bl.EASE(train, lam, sp.ease_max_items)
+        return lambda support: fitted.scores(support_rows(support, n_items))
+
+    def item_knn(neighbors: int) -> Scorer:
+        return lambda support: knn.scores(support_rows(support, n_items), neighbors)
+
+    def popularity() -> Scorer:
+        return lambda support: bl.popularity(train, support.items)
+
+    return [
+        tuned(MODEL, "meta", meta, {}, val, excluded, k),
+        tuned(TRANSFER, "transfer", transfer, {"inner_lr": sp.transfer_inner_lrs}, val, excluded, k),
+        tuned("ease", "baseline", ease, {"lam": sp.ease_lambdas}, val, excluded, k),
+        tuned("popularity_mf", "baseline", mf, {"dim": sp.mf_dims, "reg": sp.mf_regs}, val, excluded, k),
+        tuned("item_knn", "baseline", item_knn, {"neighbors": sp.knn_neighbors}, val, excluded, k),
+        tuned("popularity", "baseline", popularity, {}, val, excluded, k),
+    ]
