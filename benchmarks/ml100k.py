@@ -33,12 +33,12 @@ from benchmarks.protocol import (
     truncate_support,
     user_folds,
 )
-from metarec_tasks.data.episodes import SUPPORT, TEST, TRAIN
+from metarec_tasks.data.episodes import SUPPORT, TEST, TRAIN, VALIDATION
 from metarec_tasks.data.features import build_vocabulary
 from metarec_tasks.evaluation.tables import MODEL, per_user_scores, summarize
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.logs.movielens import read_movielens
-from metarec_tasks.meta import ALGORITHMS
+from metarec_tasks.meta import ALGORITHMS, TRANSFER_ALGORITHM
 from metarec_tasks.meta.baselines import BASELINES
 from metarec_tasks.models.io import load_bundle
 from metarec_tasks.orchestration.cli import parse_overrides
@@ -93,7 +93,10 @@ def score_fold(ws: Workspace, params: Params, tasks: pd.DataFrame) -> pd.DataFra
     device = pick_device(params.run.device)
     data = load_episode_data(ws)
     model, algorithm = load_adapting_model(ws.model_file, params, device)
-    pretrained, transfer = load_adapting_model(ws.pretrained_model_file, params, device, algorithm="fomaml")
+    transfer_params = with_inner_lr(params, transfer_inner_lr(ws, params, tasks, data, device))
+    pretrained, transfer = load_adapting_model(
+        ws.pretrained_model_file, transfer_params, device, TRANSFER_ALGORITHM
+    )
     test = tasks[tasks["split"] == TEST]
     holdout = predict_holdout(model, algorithm, test, data.catalog, params, device)
     tuned = predict_holdout(pretrained, transfer, test, data.catalog, params, device)
@@ -103,6 +106,24 @@ def score_fold(ws: Workspace, params: Params, tasks: pd.DataFrame) -> pd.DataFra
     for name, baseline in BASELINES.items():
         holdout[f"pred_{name}"] = baseline(tasks[tasks["split"] == TRAIN], support, holdout, params.evaluate)
     return holdout
+
+
+def with_inner_lr(params: Params, lr: float) -> Params:
+    return params.model_copy(update={"meta": params.meta.model_copy(update={"inner_lr": lr})})
+
+
+def transfer_inner_lr(ws: Workspace, params: Params, tasks: pd.DataFrame, data, device) -> float:
+    """The fine-tuned transfer baseline's own learning rate: the best validation MAE over the grid
+    (validation users only) — not the rate a meta algorithm chose for itself."""
+    val = tasks[tasks["split"] == VALIDATION]
+    best = (float("inf"), INNER_LR_GRID[0])
+    for lr in INNER_LR_GRID:
+        pretrained, transfer = load_adapting_model(
+            ws.pretrained_model_file, with_inner_lr(params, lr), device, TRANSFER_ALGORITHM
+        )
+        rows = predict_holdout(pretrained, transfer, val, data.catalog, params, device)
+        best = min(best, (float((rows["pred_model"] - rows["value"]).abs().mean()), lr))
+    return best[1]
 
 
 def cold_start_curve(ws: Workspace, params: Params, tasks: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -121,7 +142,7 @@ def choose_inner_lr(algorithm: str, params: Params, root: Path) -> float:
     """The inner learning rate with the best validation MAE on the first fold (validation users only)."""
     best = (float("inf"), INNER_LR_GRID[0])
     for lr in INNER_LR_GRID:
-        trial = params.model_copy(
+        trial = with_inner_lr(params, lr).model_copy(
             update={"meta": params.meta.model_copy(update={"algorithm": algorithm, "inner_lr": lr})}
         )
         ws = Workspace(root)

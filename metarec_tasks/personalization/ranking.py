@@ -21,16 +21,18 @@ import torch
 from metarec_tasks.data.episodes import TEST, VALIDATION, latest_support
 from metarec_tasks.evaluation.selection import SELECTED
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.meta import TRANSFER_ALGORITHM
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.functional import score_catalog
 from metarec_tasks.meta.tasks import Catalog, build_task_batch
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.personalization.frames import rows_frame
+from metarec_tasks.personalization.loading import load_adapting_ranker
 from metarec_tasks.ranking.data import RankData, items_on, positives
 from metarec_tasks.ranking.episodes import user_items
 from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, top_k
-from metarec_tasks.selection.candidates import night_candidates
+from metarec_tasks.selection.candidates import MODEL, night_candidates
 from metarec_tasks.selection.select import Selection, select
 from metarec_tasks.training.runtime import to_device
 
@@ -53,7 +55,11 @@ def night_selection(params: Params, ws: Workspace, rd: RankData, device: torch.d
     """Every candidate tuned, the blend learned, the challenger chosen — on validation users only."""
     val = rd.eval_users(rd.data.split(VALIDATION), params)
     excluded = exclusion_mask(val.support.items, rd.ctx.unavailable).numpy()
-    candidates = night_candidates(params, ws, rd, val, device)
+    model, algorithm = load_adapting_ranker(ws.rank_model_file, params, device)
+    pretrained, _ = load_adapting_ranker(ws.rank_pretrained_file, params, device, TRANSFER_ALGORITHM)
+    candidates = night_candidates(
+        params, rd.ctx, rd.train, val, device, {MODEL: (model, algorithm)}, pretrained
+    )
     return select(candidates, val, excluded, params.evaluate.catalog_k, params.selection)
 
 

@@ -24,14 +24,15 @@ import numpy as np
 import torch
 
 from metarec_tasks.meta import TRANSFER_ALGORITHM
+from metarec_tasks.meta.base import MetaAlgorithm
+from metarec_tasks.models.ranking import RankNet
 from metarec_tasks.params import Params
-from metarec_tasks.paths import Workspace
-from metarec_tasks.personalization.loading import load_adapting_ranker
 from metarec_tasks.ranking import baselines as bl
-from metarec_tasks.ranking.data import EvalUsers, RankData, items_on
+from metarec_tasks.ranking.data import EvalUsers, RankContext, items_on
 from metarec_tasks.ranking.episodes import UserItems
 from metarec_tasks.ranking.scoring import exclusion_mask, score_items
 from metarec_tasks.selection.metrics import mean_recall
+from metarec_tasks.training.ranker import ranking_algorithm
 from metarec_tasks.training.runtime import to_device
 
 log = logging.getLogger(__name__)
@@ -54,17 +55,17 @@ def support_rows(support: UserItems, n_items: int) -> np.ndarray:
     return bl.interaction_matrix(support.items, support.weights, n_items)
 
 
-def ranker_scorer(model, algorithm, rd: RankData, steps: int, chunk: int, device: torch.device) -> Scorer:
-    """A saved ranker adapted on each support set, scored over the whole catalog, in chunks."""
-    items = items_on(rd.ctx.items, device)
+def ranker_scorer(model, algorithm, ctx: RankContext, steps: int, chunk: int, device: torch.device) -> Scorer:
+    """A ranker adapted on each support set, scored over the whole catalog, in chunks."""
+    items = items_on(ctx.items, device)
 
     def score(support: UserItems) -> np.ndarray:
         out = []
         for start in range(0, len(support), chunk):
             part = support.subset(np.arange(start, min(start + chunk, len(support))))
-            batch = to_device(rd.ctx.support_batch(part), device)
+            batch = to_device(ctx.support_batch(part), device)
             out.append(score_items(model, algorithm, batch, steps, items).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(rd.ctx.unavailable)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, len(ctx.unavailable)), np.float32)
 
     return score
 
@@ -103,27 +104,29 @@ def tuned(
 
 
 def night_candidates(
-    params: Params, ws: Workspace, rd: RankData, val: EvalUsers, device: torch.device
+    params: Params,
+    ctx: RankContext,
+    train_users: UserItems,
+    val: EvalUsers,
+    device: torch.device,
+    rankers: dict[str, tuple[RankNet, MetaAlgorithm]],
+    pretrained: RankNet,
 ) -> list[Candidate]:
-    """Every single candidate, tuned on `val` (validation users) only."""
+    """Every single candidate — the meta-learned `rankers`, the fine-tuned `pretrained` warm-up and
+    the baselines fitted on `train_users` — tuned on `val` (validation users) only."""
     sp, k = params.selection, params.evaluate.catalog_k
-    n_items = len(rd.ctx.unavailable)
-    train = bl.interaction_matrix(rd.train.items, rd.train.weights, n_items)
+    n_items = len(ctx.unavailable)
+    train = bl.interaction_matrix(train_users.items, train_users.weights, n_items)
     chunk, steps = params.finetune.chunk_size, params.ranking.meta.inner_steps
     knn = bl.ItemKNN(train)
-    excluded = exclusion_mask(val.support.items, rd.ctx.unavailable).numpy()
+    excluded = exclusion_mask(val.support.items, ctx.unavailable).numpy()
 
     def transfer(inner_lr: float) -> Scorer:
-        meta_block = params.ranking.meta.model_copy(update={"inner_lr": inner_lr})
-        changed = params.model_copy(
-            update={"ranking": params.ranking.model_copy(update={"meta": meta_block})}
+        meta = params.ranking.meta.model_copy(update={"inner_lr": inner_lr})
+        algorithm = ranking_algorithm(
+            params.ranking.model_copy(update={"meta": meta}), pretrained, TRANSFER_ALGORITHM
         )
-        model, algorithm = load_adapting_ranker(ws.rank_pretrained_file, changed, device, TRANSFER_ALGORITHM)
-        return ranker_scorer(model, algorithm, rd, steps, chunk, device)
-
-    def meta() -> Scorer:
-        model, algorithm = load_adapting_ranker(ws.rank_model_file, params, device)
-        return ranker_scorer(model, algorithm, rd, steps, chunk, device)
+        return ranker_scorer(pretrained, algorithm, ctx, steps, chunk, device)
 
     def mf(dim: int, reg: float) -> Scorer:
         fitted = bl.FoldInMF(train, dim, reg, seed=params.run.seed)
@@ -139,8 +142,20 @@ def night_candidates(
     def popularity() -> Scorer:
         return lambda support: bl.popularity(train, support.items)
 
+    metas = [
+        tuned(
+            name,
+            "meta",
+            lambda m=model, a=alg: ranker_scorer(m, a, ctx, steps, chunk, device),
+            {},
+            val,
+            excluded,
+            k,
+        )
+        for name, (model, alg) in rankers.items()
+    ]
     return [
-        tuned(MODEL, "meta", meta, {}, val, excluded, k),
+        *metas,
         tuned(TRANSFER, "transfer", transfer, {"inner_lr": sp.transfer_inner_lrs}, val, excluded, k),
         tuned("ease", "baseline", ease, {"lam": sp.ease_lambdas}, val, excluded, k),
         tuned("popularity_mf", "baseline", mf, {"dim": sp.mf_dims, "reg": sp.mf_regs}, val, excluded, k),

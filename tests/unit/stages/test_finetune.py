@@ -56,3 +56,22 @@ def test_finetune_loads_the_data_once_and_writes_every_table(trained, monkeypatc
     assert not any((u, i) in seen for u, i in zip(recs["user_id"], recs["item_id"], strict=True))
     assert recs.groupby("user_id").size().max() <= params.finetune.top_k
     assert counts["recommended_users"] == recs["user_id"].nunique() > 0
+
+
+def test_holdout_users_never_take_part_in_the_selection(trained, tmp_path):
+    """Make every holdout user's query worthless: the choice, the knobs and the blend stay the same."""
+    import shutil
+
+    params = load_params(trained.root / "params.yaml")
+    finetune.run(params, trained)
+    before = json.loads(trained.selection.read_text())
+    other = Workspace(shutil.copytree(trained.root, tmp_path / "other"))
+    tasks = pd.read_parquet(other.tasks_file)
+    query = (tasks["split"] == "test") & (tasks["role"] == "query")
+    tasks.loc[query, "value"] = 1.0  # no holdout user has a relevant item any more
+    tasks.to_parquet(other.tasks_file, index=False)
+    finetune.run(params, other)
+    after = json.loads(other.selection.read_text())
+    assert after == before
+    topk = pd.read_parquet(other.holdout_topk)
+    assert len(topk) > 0  # holdout users are still scored: they only report
