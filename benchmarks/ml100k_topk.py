@@ -131,7 +131,8 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
     # The pipeline's own selection: every candidate tuned, the blend learned, the challenger chosen —
     # on this fold's validation users only.
     device = torch.device("cpu")
-    candidates = night_candidates(params, ctx, train, val, device, rankers, pretrained)
+    interactions = user_items(train_events, catalog, rp.event_weights)  # the baselines' statistics
+    candidates = night_candidates(params, ctx, interactions, val, device, rankers, pretrained)
     excluded_val = exclusion_mask(val.support.items, unavailable).numpy()
     selection = select(candidates, val, excluded_val, K, params.selection)
     rows = []

@@ -58,7 +58,7 @@ def night_selection(params: Params, ws: Workspace, rd: RankData, device: torch.d
     model, algorithm = load_adapting_ranker(ws.rank_model_file, params, device)
     pretrained, _ = load_adapting_ranker(ws.rank_pretrained_file, params, device, TRANSFER_ALGORITHM)
     candidates = night_candidates(
-        params, rd.ctx, rd.train, val, device, {MODEL: (model, algorithm)}, pretrained
+        params, rd.ctx, rd.interactions, val, device, {MODEL: (model, algorithm)}, pretrained
     )
     return select(candidates, val, excluded, params.evaluate.catalog_k, params.selection)
 

@@ -78,7 +78,8 @@ class RankData:
 
     data: EpisodeData
     events: pd.DataFrame
-    train: UserItems
+    train: UserItems  # the ranker's positives: no item a user rated low
+    interactions: UserItems  # every training interaction: the baselines' co-occurrence statistics
     ctx: RankContext
     counts: np.ndarray  # [n_items] training positives per item
     first_seen: np.ndarray  # [n_items] first event time (ns), for the candidate pool
@@ -104,6 +105,7 @@ def rank_data(params: Params, data: EpisodeData, events: pd.DataFrame, items: pd
         .map({u: user_split(u, params.episodes) for u in events[USER_KEY].unique()})
     )
     train = positives(events[split == TRAIN], catalog, params)
+    interactions = user_items(events[split == TRAIN], catalog, rp.event_weights)
     n_items = len(catalog.item_ids)
     counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *train.items]), minlength=n_items)
     first = events.groupby(ITEM_KEY)["timestamp"].min()
@@ -114,7 +116,7 @@ def rank_data(params: Params, data: EpisodeData, events: pd.DataFrame, items: pd
     ctx = RankContext(
         catalog, item_features(catalog, sampler), sampler, rp, rng, unavailable_items(items, catalog)
     )
-    return RankData(data, events, train, ctx, counts, first_seen)
+    return RankData(data, events, train, interactions, ctx, counts, first_seen)
 
 
 def positives(events: pd.DataFrame, catalog: Catalog, params: Params, users=None) -> UserItems:

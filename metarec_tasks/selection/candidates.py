@@ -113,7 +113,9 @@ def night_candidates(
     pretrained: RankNet,
 ) -> list[Candidate]:
     """Every single candidate — the meta-learned `rankers`, the fine-tuned `pretrained` warm-up and
-    the baselines fitted on `train_users` — tuned on `val` (validation users) only."""
+    the baselines fitted on every interaction of `train_users` (what people watched together is
+    co-occurrence signal even when they rated it low; a user's own low ratings never enter their
+    support set) — tuned on `val` (validation users) only."""
     sp, k = params.selection, params.evaluate.catalog_k
     n_items = len(ctx.unavailable)
     train = bl.interaction_matrix(train_users.items, train_users.weights, n_items)
