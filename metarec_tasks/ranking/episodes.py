@@ -100,7 +100,7 @@ def ranking_set(
     positives: list[np.ndarray],
     weights: list[np.ndarray],
     negatives: np.ndarray,
-    known: list[set[int]],
+    known: list[np.ndarray],
 ) -> InteractionSet:
     """[T, max positives + negatives] rows; positives first, then the sampled negatives."""
     tasks, n_neg = negatives.shape
@@ -111,8 +111,7 @@ def ranking_set(
         rows[t, : len(pos)] = pos
         target[t, : len(pos)] = w
         neg = negatives[t]
-        keep = np.fromiter((int(i) not in known[t] for i in neg), bool, n_neg)
-        rows[t, width - n_neg :] = np.where(keep, neg, -1)
+        rows[t, width - n_neg :] = np.where(np.isin(neg, known[t]), -1, neg)
     mask = rows >= 0
     safe = torch.as_tensor(np.where(mask, rows, 0))
     users = torch.as_tensor(user_rows)[:, None].expand_as(safe)
@@ -139,7 +138,7 @@ def ranking_batch(
 ) -> TaskBatch:
     """Support and query sets of `users`; `shared_negatives` gives every task the same negatives (serving:
     a user's adapted vector then never depends on which other users share the chunk)."""
-    known = [set(s.tolist()) | set(q.tolist()) for s, q in zip(support[0], query[0], strict=True)]
+    known = [np.union1d(s, q) for s, q in zip(support[0], query[0], strict=True)]
 
     def negatives() -> np.ndarray:
         if shared_negatives:
