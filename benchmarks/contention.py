@@ -62,6 +62,8 @@ def prepare(root: Path) -> None:
 
 
 def run_stages(root: Path, threads: int) -> dict[str, dict[str, float]]:
+    """Train from scratch (no checkpoint of an earlier measurement to resume), then finetune."""
+    shutil.rmtree(root / "models", ignore_errors=True)
     out = {}
     for stage in STAGES:
         command = [sys.executable, "-m", "metarec_tasks.orchestration.cli", "--root", str(root)]

@@ -12,6 +12,7 @@ Connecting and every statement are bounded by `publish.connect_timeout_s` and
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from metarec_tasks.errors import WarehouseError
 from metarec_tasks.params import Params
@@ -127,7 +128,8 @@ _LATEST_SELECT = (
     "WHERE r.run_id = (SELECT run_id FROM runs WHERE published = true "
     "ORDER BY logical_date DESC, updated_at DESC LIMIT 1)"
 )
-INSERT_CHUNK = 5_000
+INSERT_CHUNK = 50_000  # rows per INSERT batch (SQLite) or per COPY chunk (PostgreSQL)
+RECOMMENDATION_COLUMNS = ("user_id", "rank", "item_id", "score")
 
 
 @dataclass(frozen=True)
@@ -234,11 +236,11 @@ def publish_run(
     """In one transaction: record the attempt; a published (or forced) run replaces everything of
     its run id; a rejected one is recorded too — unless the day is already published, which it
     then leaves untouched."""
-    columns = ["user_id", "rank", "item_id", "score"]
+    columns = list(RECOMMENDATION_COLUMNS)
     if record.published and recs[columns].isna().any().any():
         bad = recs[columns].isna().sum()
         raise ValueError(f"refusing to publish recommendations with missing values: {bad[bad > 0].to_dict()}")
-    rows = recs[columns].to_dict("records") if record.published else []
+    rows = recs[columns] if record.published else recs[columns].iloc[0:0]
     now = datetime.now(UTC)
     with guarded(engine, "publish to"), engine.begin() as conn:
         existing = conn.execute(select(runs).where(runs.c.run_id == record.run_id)).mappings().first()
@@ -271,15 +273,51 @@ def publish_run(
                 updated_at=now,
             )
         )
-        for start in range(0, len(rows), INSERT_CHUNK):
-            chunk = [{"run_id": record.run_id, **r} for r in rows[start : start + INSERT_CHUNK]]
-            conn.execute(insert(recommendations), chunk)
+        write_recommendations(conn, record.run_id, rows)
         if quality:
             conn.execute(insert(data_quality), [{"run_id": record.run_id, **q} for q in quality])
         if producer:
             conn.execute(insert(producers).values(run_id=record.run_id, **producer))
     log.info("warehouse: run %s %s with %d recommendation rows", record.run_id, record.status, len(rows))
     return Published(len(rows), False)
+
+
+def write_recommendations(conn: Connection, run_id: str, rows: pd.DataFrame) -> None:
+    """Inside the publish transaction: PostgreSQL's COPY, streamed in chunks (bounded memory, an
+    order of magnitude faster than INSERTs); batched INSERTs elsewhere (SQLite)."""
+    if conn.dialect.name == "postgresql":
+        columns = ", ".join(["run_id", *RECOMMENDATION_COLUMNS])
+        statement = f"COPY recommendations ({columns}) FROM STDIN WITH (FORMAT csv)"
+        try:
+            with conn.connection.driver_connection.cursor() as cursor:
+                cursor.copy_expert(statement, CsvStream(run_id, rows))
+        except conn.dialect.dbapi.Error as exc:  # as SQLAlchemy's own errors (IntegrityError, ...)
+            raise DBAPIError.instance(statement, None, exc, conn.dialect.dbapi.Error) from exc
+        return
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows.iloc[start : start + INSERT_CHUNK]
+        conn.execute(insert(recommendations), [{"run_id": run_id, **r} for r in chunk.to_dict("records")])
+
+
+class CsvStream(io.TextIOBase):
+    """A file-like CSV of (run_id, rows…) made chunk by chunk as COPY reads it."""
+
+    def __init__(self, run_id: str, rows: pd.DataFrame):
+        self.run_id, self.rows = run_id, rows
+        self.start, self.buffer = 0, ""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> str:
+        while (size < 0 or len(self.buffer) < size) and self.start < len(self.rows):
+            chunk = self.rows.iloc[self.start : self.start + INSERT_CHUNK]
+            self.buffer += chunk.assign(run_id=self.run_id)[["run_id", *RECOMMENDATION_COLUMNS]].to_csv(
+                index=False, header=False
+            )
+            self.start += INSERT_CHUNK
+        out, self.buffer = (self.buffer, "") if size < 0 else (self.buffer[:size], self.buffer[size:])
+        return out
 
 
 def record_versions(
