@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
-from metarec_tasks.orchestration.airflow_tasks import workspace_root
+from metarec_tasks.orchestration.airflow_tasks import stage_assets, workspace_root
 from metarec_tasks.orchestration.deploy import gpu_executor_config
 from metarec_tasks.params import load_params
 from metarec_tasks.stages import GPU_STAGES, STAGES
@@ -27,6 +27,7 @@ def stage(name: str, queue: str = ORCHESTRATION.default_queue):
         queue=queue,
         executor_config=gpu_executor_config(name),
         execution_timeout=ORCHESTRATION.task_timeout(name),
+        outlets=stage_assets(name, workspace_root()),
     )
     def run_stage() -> None:
         from airflow.sdk.exceptions import AirflowFailException

@@ -9,6 +9,7 @@ from metarec_tasks.evaluation.tables import MODEL, ranked_by
 from metarec_tasks.params import EvaluateParams, Params, metric_names
 from metarec_tasks.paths import Workspace
 from metarec_tasks.publishing.warehouse import count_recommendations, open_warehouse, run_row, top_items
+from metarec_tasks.stages import STAGES
 
 # The families of metric shown, each at the last cut-off `evaluate` lists; plus the primary metric.
 SUMMARY_STEMS = ("mae", "ndcg", "bin_ndcg", "catalog_recall")
@@ -24,7 +25,33 @@ def summary_metrics(ep: EvaluateParams, primary: str | None = None) -> list[str]
     return shown if primary in shown else [*shown, primary]
 
 
+def last_failure(ws: Workspace) -> dict | None:
+    """The newest stage outcome (`Workspace.stage_status`), when it is a failure."""
+    outcomes = [ws.stage_status(stage) for stage in STAGES]
+    recorded = [path for path in outcomes if path.is_file()]
+    if not recorded:
+        return None
+    newest = json.loads(max(recorded, key=lambda path: path.stat().st_mtime).read_text())
+    return newest if newest.get("exit_code") else None
+
+
 def render_summary(params: Params, root: Path, users: int, top: int) -> str:
+    ws = Workspace(root)
+    failed = last_failure(ws)
+    if failed:  # say so first: the numbers below are then an earlier run's
+        stage, code = failed["stage"], failed["exit_code"]
+        head = f"LAST RUN FAILED at stage {stage} (exit code {code}): {failed.get('error', '')}"
+        if not ws.metrics.is_file():
+            return head
+        return (
+            head
+            + "\nThe figures below are from the last run that got this far:\n"
+            + _render(params, root, users, top)
+        )
+    return _render(params, root, users, top)
+
+
+def _render(params: Params, root: Path, users: int, top: int) -> str:
     ws = Workspace(root)
     quality = json.loads(ws.data_quality_report.read_text())
     metrics = json.loads(ws.metrics.read_text())

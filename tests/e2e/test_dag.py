@@ -39,6 +39,9 @@ def test_dag_wiring_schedule_and_params(dagbag):
         name: orchestration.task_timeout(name) for name in order
     }
     assert dag.get_task("train").execution_timeout > dag.get_task("ingest").execution_timeout
+    # every stage declares what it produces: lineage in the Assets view
+    outlets = {t.task_id: {a.name for a in t.outlets} for t in dag.tasks if t.task_id in STAGES}
+    assert all(outlets.values()) and "metarec_recommendations_published" in outlets["publish"]
     assert {"run_date", "algorithm", "meta_epochs", "force_publish"} <= set(dag.params.keys())
 
 
