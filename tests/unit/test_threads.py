@@ -54,3 +54,14 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path):
         assert wa.keys() == wb.keys()
         for key in wa:
             torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_the_cli_starts_without_numpy_so_the_policy_reaches_blas_too():
+    """OpenBLAS and MKL read their thread count when numpy is first imported: the CLI must set the
+    policy before that, so nothing on its start-up path may import numpy, pandas or torch."""
+    import subprocess
+    import sys
+
+    probe = "import sys, metarec_tasks.orchestration.cli; print(sorted({'numpy', 'pandas', 'torch'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
