@@ -62,6 +62,9 @@ def test_the_cli_starts_without_numpy_so_the_policy_reaches_blas_too():
     import subprocess
     import sys
 
-    probe = "import sys, metarec_tasks.orchestration.cli; print(sorted({'numpy', 'pandas', 'torch'} & set(sys.modules)))"
+    probe = (
+        "import sys, metarec_tasks.orchestration.cli; "
+        "print(sorted({'numpy', 'pandas', 'torch'} & set(sys.modules)))"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
