@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
 from metarec_tasks.orchestration.airflow_tasks import stage_assets, workspace_root
+from metarec_tasks.orchestration.alerts import DecisionAlert, TaskFailedAlert
 from metarec_tasks.orchestration.deploy import gpu_executor_config
 from metarec_tasks.params import load_params
 from metarec_tasks.stages import GPU_STAGES, STAGES
@@ -28,6 +29,7 @@ def stage(name: str, queue: str = ORCHESTRATION.default_queue):
         executor_config=gpu_executor_config(name),
         execution_timeout=ORCHESTRATION.task_timeout(name),
         outlets=stage_assets(name, workspace_root()),
+        on_success_callback=[DecisionAlert(workspace_root())] if name == "publish" else None,
     )
     def run_stage() -> None:
         from airflow.sdk.exceptions import AirflowFailException
@@ -54,6 +56,7 @@ def stage(name: str, queue: str = ORCHESTRATION.default_queue):
         "retries": ORCHESTRATION.retries,
         "retry_delay": timedelta(minutes=ORCHESTRATION.retry_delay_minutes),
         "execution_timeout": ORCHESTRATION.task_timeout("default"),
+        "on_failure_callback": [TaskFailedAlert(workspace_root())],
     },
     params={
         "run_date": Param(

@@ -268,6 +268,16 @@ class PublishParams(_Strict):
         return url
 
 
+class AlertParams(_Strict):
+    """Where alerts go (metarec_tasks/orchestration/alerts.py); an empty host: the task log only."""
+
+    smtp_host: str
+    smtp_port: int = Field(ge=1, le=65535)
+    sender: str
+    recipients: list[str]
+    timeout_s: float = Field(gt=0)
+
+
 class OrchestrationParams(_Strict):
     schedule: str | None  # None: manual triggers only (a staging deployment, the topology test)
     default_queue: str
@@ -303,6 +313,7 @@ class Params(_Strict):
     selection: SelectionParams
     evaluate: EvaluateParams
     publish: PublishParams
+    alerts: AlertParams
     orchestration: OrchestrationParams
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
