@@ -159,3 +159,38 @@ def publish_inputs(
     ws.rank_model_file.write_bytes(b"ranking model")
     ws.validated.mkdir(parents=True, exist_ok=True)
     ws.validated_events.write_bytes(b"events")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (closed right after it is found)."""
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def model_weights(path: Path) -> dict:
+    """Every tensor a model file holds — network and learned algorithm state — of either kind."""
+    from metarec_tasks.errors import ModelFileError
+    from metarec_tasks.models.io import load_bundle
+    from metarec_tasks.models.ranking import load_rank_model
+
+    try:
+        bundle = load_bundle(path)
+        network, state = bundle.model.state_dict(), bundle.algorithm_state
+    except ModelFileError:
+        model, _, state = load_rank_model(path)
+        network = model.state_dict()
+    return {**network, **{f"alg.{k}": v for k, v in state.items()}}
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    import torch
+
+    wa, wb = model_weights(a), model_weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key

@@ -48,14 +48,18 @@ def _where(context: dict[str, Any]) -> str:
     return f"{dag}/{getattr(run, 'run_id', '?')}/{task}"
 
 
-class TaskFailedAlert(BaseNotifier):
-    """on_failure_callback: the task, the run and the error."""
+class WorkspaceNotifier(BaseNotifier):
+    """A notifier of the pipeline workspace at `root`, whose params.yaml says where alerts go."""
 
     template_fields = ()
 
     def __init__(self, root) -> None:
         super().__init__()
         self.root = root
+
+
+class TaskFailedAlert(WorkspaceNotifier):
+    """on_failure_callback: the task, the run and the error."""
 
     def notify(self, context: dict[str, Any]) -> None:
         ap = load_params(Workspace(self.root).root / "params.yaml").alerts
@@ -63,14 +67,8 @@ class TaskFailedAlert(BaseNotifier):
         send_alert(ap, f"MetaRec task failed: {_where(context)}", f"{_where(context)} failed: {error}")
 
 
-class DecisionAlert(BaseNotifier):
+class DecisionAlert(WorkspaceNotifier):
     """on_success_callback of publish: alert when the night's challenger was not published."""
-
-    template_fields = ()
-
-    def __init__(self, root) -> None:
-        super().__init__()
-        self.root = root
 
     def notify(self, context: dict[str, Any]) -> None:
         ws = Workspace(self.root)

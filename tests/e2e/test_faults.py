@@ -35,7 +35,7 @@ from metarec_tasks.orchestration.dag_test_log import check
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
 from metarec_tasks.publishing.warehouse import connect, count_recommendations, open_warehouse, run_row
-from tests.helpers import BIN, REPO, TINY, make_workspace, publish_inputs
+from tests.helpers import BIN, REPO, TINY, free_port, make_workspace, publish_inputs
 from tests.landing_util import clean_landing, good_rows, ingest_and_validate, landing_params
 
 PASSED = {"passed": True, "reason": "model beats the baselines"}
@@ -132,18 +132,10 @@ def silent_server():
     server.close()
 
 
-def closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
-
-
 def test_3_a_silent_or_refusing_warehouse_is_one_line_and_exit_5(tmp_path, silent_server):
     root = publish_workspace(tmp_path / "ws", **{"publish.connect_timeout_s": 2})
     publish_inputs(Workspace(root), METRICS, PASSED)
-    for port in (silent_server, closed_port()):
+    for port in (silent_server, free_port()):
         env = {**os.environ, "METAREC_WAREHOUSE_URL": f"postgresql+psycopg2://metarec@127.0.0.1:{port}/x"}
         started = time.monotonic()
         result = metarec(root, "publish", env=env, timeout=60)

@@ -7,7 +7,6 @@ import email
 import email.policy
 import json
 import shutil
-import socket
 from types import SimpleNamespace
 
 import pytest
@@ -17,15 +16,7 @@ from aiosmtpd.handlers import Sink
 from metarec_tasks.orchestration.alerts import DecisionAlert, TaskFailedAlert, send_alert
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
-from tests.helpers import REPO
-
-
-def free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
+from tests.helpers import REPO, free_port
 
 
 class Inbox(Sink):

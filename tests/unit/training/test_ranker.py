@@ -10,11 +10,15 @@ import pytest
 import torch
 
 from metarec_tasks.errors import EXIT_TRAINING
-from metarec_tasks.models.ranking import load_rank_model
 from metarec_tasks.orchestration.cli import main
 from metarec_tasks.params import update_params_file
 from metarec_tasks.paths import Workspace
-from tests.helpers import build_episodes_workspace, clone_workspace, kill_train_at_first_checkpoint
+from tests.helpers import (
+    assert_same_weights,
+    build_episodes_workspace,
+    clone_workspace,
+    kill_train_at_first_checkpoint,
+)
 
 FAST = {"meta.epochs": 2, "meta.patience": 2, "ranking.meta.epochs": 3, "run.device": "cpu"}
 
@@ -27,25 +31,13 @@ def episodes_ws(tmp_path_factory) -> Path:
 clone = clone_workspace
 
 
-def rank_weights(path: Path) -> dict[str, torch.Tensor]:
-    model, _, algorithm_state = load_rank_model(path)
-    return {**model.state_dict(), **{f"alg.{k}": v for k, v in algorithm_state.items()}}
-
-
-def assert_same(a: Path, b: Path) -> None:
-    wa, wb = rank_weights(a), rank_weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
-
-
 def test_two_ranker_runs_give_identical_weights(episodes_ws, tmp_path):
     a = clone(episodes_ws, tmp_path / "a", FAST)
     b = clone(episodes_ws, tmp_path / "b", FAST)
     for ws in (a, b):
         assert main(["--root", str(ws), "train"]) == 0
-    assert_same(Workspace(a).rank_model_file, Workspace(b).rank_model_file)
-    assert_same(Workspace(a).rank_pretrained_file, Workspace(b).rank_pretrained_file)
+    assert_same_weights(Workspace(a).rank_model_file, Workspace(b).rank_model_file)
+    assert_same_weights(Workspace(a).rank_pretrained_file, Workspace(b).rank_pretrained_file)
     log = Workspace(a).rank_train_log.read_text().splitlines()
     assert log[0] == "epoch,phase,train_loss,val_recall@20,seconds" and len(log) == 1 + 3
 
@@ -82,4 +74,4 @@ def test_the_ranker_resumes_after_sigkill_and_matches_an_uninterrupted_run(episo
     resumed = subprocess.run(command, capture_output=True, text=True, check=True)
     assert f"resuming from epoch-{done:04d}.pt ({done} meta-epochs done)" in resumed.stderr
     subprocess.run([*command[:2], str(clean), "train"], capture_output=True, check=True)
-    assert_same(Workspace(killed).rank_model_file, Workspace(clean).rank_model_file)
+    assert_same_weights(Workspace(killed).rank_model_file, Workspace(clean).rank_model_file)

@@ -14,7 +14,12 @@ from metarec_tasks.orchestration.cli import main
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
 from metarec_tasks.stages import train
-from tests.helpers import build_episodes_workspace, clone_workspace, kill_train_at_first_checkpoint
+from tests.helpers import (
+    assert_same_weights,
+    build_episodes_workspace,
+    clone_workspace,
+    kill_train_at_first_checkpoint,
+)
 from tests.meta_fixtures import tiny_model
 
 FAST = {"meta.epochs": 3, "meta.patience": 3}
@@ -27,18 +32,6 @@ def episodes_ws(tmp_path_factory) -> Path:
 
 
 clone = clone_workspace
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    bundle = load_bundle(path)
-    return {**bundle.model.state_dict(), **{f"alg.{k}": v for k, v in bundle.algorithm_state.items()}}
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
 
 
 def test_two_runs_give_identical_weights_on_cpu(episodes_ws, tmp_path):
