@@ -61,49 +61,48 @@ def generate(root: Path, rows: int, seed: int = 7) -> dict:
     items = pd.Series([f"i{i:06d}" for i in range(n_items)], dtype="string")
     raw = root / "data" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    writer = RawEventWriter(raw / "events.parquet")
-    files = []
-    per_day = np.full(DAYS, rows // DAYS)
-    per_day[: rows - per_day.sum()] += 1
-    for k, n in enumerate(per_day):
-        day = RUN_DATE - timedelta(days=DAYS - 1 - k)
-        stamps = np.array(
-            [f"{day.isoformat()}T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}Z" for s in range(86_400)]
-        )
-        name = f"bench/date={day.isoformat()}/events.csv"
-        for start in range(0, n, PIECE):
-            m = min(PIECE, n - start)
-            etype = rng.choice(len(EVENT_TYPES), m, p=EVENT_P)
-            value = np.where(etype == 0, rng.integers(1, 6, m), 1).astype("float64")
-            frame = pd.DataFrame(
+    with RawEventWriter(raw / "events.parquet") as writer:  # renamed into place when complete
+        files = []
+        per_day = np.full(DAYS, rows // DAYS)
+        per_day[: rows - per_day.sum()] += 1
+        for k, n in enumerate(per_day):
+            day = RUN_DATE - timedelta(days=DAYS - 1 - k)
+            stamps = np.array(
+                [f"{day.isoformat()}T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}Z" for s in range(86_400)]
+            )
+            name = f"bench/date={day.isoformat()}/events.csv"
+            for start in range(0, n, PIECE):
+                m = min(PIECE, n - start)
+                etype = rng.choice(len(EVENT_TYPES), m, p=EVENT_P)
+                value = np.where(etype == 0, rng.integers(1, 6, m), 1).astype("float64")
+                frame = pd.DataFrame(
+                    {
+                        "user_id": users.to_numpy()[rng.integers(0, n_users, m)],
+                        "item_id": items.to_numpy()[rng.integers(0, n_items, m)],
+                        "event_type": EVENT_TYPES[etype],
+                        "value": value,
+                        "timestamp": stamps[rng.integers(0, 86_400, m)],
+                        "partition_date": day.isoformat(),
+                        "source_file": name,
+                        "source_line": np.arange(start + 2, start + 2 + m),
+                    }
+                )
+                bad = rng.random(m) < BAD_SHARE
+                frame.loc[bad & (etype == 0), "value"] = 9.0
+                frame.loc[bad & (etype != 0), "user_id"] = "u 1'; DROP TABLE runs;--"
+                writer.write(frame)
+            files.append(
                 {
-                    "user_id": users.to_numpy()[rng.integers(0, n_users, m)],
-                    "item_id": items.to_numpy()[rng.integers(0, n_items, m)],
-                    "event_type": EVENT_TYPES[etype],
-                    "value": value,
-                    "timestamp": stamps[rng.integers(0, 86_400, m)],
-                    "partition_date": day.isoformat(),
                     "source_file": name,
-                    "source_line": np.arange(start + 2, start + 2 + m),
+                    "partition_date": day.isoformat(),
+                    "table": "events",
+                    "status": "read",
+                    "rows": int(n),
+                    "columns": [],
+                    "missing_columns": [],
+                    "extra_columns": [],
                 }
             )
-            bad = rng.random(m) < BAD_SHARE
-            frame.loc[bad & (etype == 0), "value"] = 9.0
-            frame.loc[bad & (etype != 0), "user_id"] = "u 1'; DROP TABLE runs;--"
-            writer.write(frame)
-        files.append(
-            {
-                "source_file": name,
-                "partition_date": day.isoformat(),
-                "table": "events",
-                "status": "read",
-                "rows": int(n),
-                "columns": [],
-                "missing_columns": [],
-                "extra_columns": [],
-            }
-        )
-    writer.__exit__(None)  # complete: rename the file into place
     pd.DataFrame({"user_id": users, "age_bucket": "25-34", "gender": "F", "occupation": "other"}).to_parquet(
         raw / "users.parquet", index=False
     )
