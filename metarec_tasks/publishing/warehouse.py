@@ -299,25 +299,29 @@ def write_recommendations(conn: Connection, run_id: str, rows: pd.DataFrame) -> 
         conn.execute(insert(recommendations), [{"run_id": run_id, **r} for r in chunk.to_dict("records")])
 
 
-class CsvStream(io.TextIOBase):
-    """A file-like CSV of (run_id, rows…) made chunk by chunk as COPY reads it."""
+class CsvStream(io.RawIOBase):
+    """A file-like CSV of (run_id, rows…), made chunk by chunk (pyarrow's writer) as COPY reads it."""
 
     def __init__(self, run_id: str, rows: pd.DataFrame):
         self.run_id, self.rows = run_id, rows
-        self.start, self.buffer = 0, ""
+        self.start, self.buffer = 0, b""
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> str:
+    def read(self, size: int = -1) -> bytes:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
         while (size < 0 or len(self.buffer) < size) and self.start < len(self.rows):
-            chunk = self.rows.iloc[self.start : self.start + INSERT_CHUNK]
-            self.buffer += chunk.assign(run_id=self.run_id)[["run_id", *RECOMMENDATION_COLUMNS]].to_csv(
-                index=False, header=False
-            )
+            chunk = self.rows.iloc[self.start : self.start + INSERT_CHUNK].assign(run_id=self.run_id)
+            table = pa.Table.from_pandas(chunk[["run_id", *RECOMMENDATION_COLUMNS]], preserve_index=False)
+            out = io.BytesIO()
+            pcsv.write_csv(table, out, pcsv.WriteOptions(include_header=False))
+            self.buffer += out.getvalue()
             self.start += INSERT_CHUNK
-        out, self.buffer = (self.buffer, "") if size < 0 else (self.buffer[:size], self.buffer[size:])
-        return out
+        data, self.buffer = (self.buffer, b"") if size < 0 else (self.buffer[:size], self.buffer[size:])
+        return data
 
 
 def record_versions(

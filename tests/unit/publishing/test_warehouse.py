@@ -170,3 +170,19 @@ def test_the_champion_is_of_the_same_source(engine):
     assert champion(engine, "landing")["run_id"] == "nightly-2026-11-01"
     assert champion(engine, "synthetic")["run_id"] == "nightly-2026-11-05"
     assert champion(engine, "movielens") is None
+
+
+def test_ids_with_commas_quotes_and_unicode_round_trip(engine):
+    """PostgreSQL's rows go through CSV (COPY): quoting must keep every id exactly."""
+    recs = pd.DataFrame(
+        {
+            "user_id": ['u,"1', "ü ser"],
+            "rank": [1, 1],
+            "item_id": ['i\n"2', "i,3"],
+            "score": [0.1234567891234, 2.0],
+        }
+    )
+    publish_run(engine, _record("nightly-2026-11-01", date(2026, 11, 1)), recs, [])
+    rows = sorted(_rows(engine, "nightly-2026-11-01"))
+    assert sorted(r[1:3] for r in rows) == sorted([('u,"1', 1), ("ü ser", 1)])  # (run_id, user, rank, ...)
+    assert {r[3] for r in rows} == {'i\n"2', "i,3"} and 0.1234567891234 in {r[4] for r in rows}
