@@ -147,6 +147,11 @@ class Workspace:
         return self.reports / "metrics.json"
 
     @property
+    def headline(self) -> Path:
+        """The night in a few numbers: what `dvc metrics show` prints."""
+        return self.reports / "headline.json"
+
+    @property
     def gate(self) -> Path:
         return self.reports / "gate.json"
 

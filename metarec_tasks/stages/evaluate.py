@@ -35,6 +35,20 @@ from metarec_tasks.paths import Workspace
 log = logging.getLogger(__name__)
 
 
+def headline(results: dict[str, dict[str, float]], decision: dict[str, Any], ep) -> dict[str, Any]:
+    """A handful of numbers, so `dvc metrics show` stays one readable row."""
+    chosen = decision.get("selection", {})
+    model = results.get("model", {})
+    return {
+        "challenger": chosen.get("challenger"),
+        f"selected.catalog_recall@{ep.catalog_k}": chosen.get("value"),
+        "vs_best_single_baseline": chosen.get("difference"),
+        f"model.{ep.primary_metric}": model.get(ep.primary_metric),
+        "model.mae": model.get("mae"),
+        "meta_gate_passed": bool(decision.get("passed")),
+    }
+
+
 def run(params: Params, ws: Workspace) -> dict[str, Any]:
     ep = params.evaluate
     holdout = pd.read_parquet(ws.holdout_predictions)
@@ -68,6 +82,7 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
 
     ws.plots.mkdir(parents=True, exist_ok=True)
     write_json(ws.metrics, report)
+    write_json(ws.headline, headline(results, decision, ep))
     write_json(ws.gate, decision)
     write_csv(curve.rename(columns={"group": "support_size"}), ws.cold_start_curve)
     write_csv(scenarios.rename(columns={"group": "scenario"}), ws.scenarios)

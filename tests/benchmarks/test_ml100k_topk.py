@@ -34,12 +34,14 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path):
     )
     report = json.loads(out.read_text())
     overall = report["overall"]
-    assert {"popularity", "popularity_mf", "item_knn", "pretrained_finetuned"} <= set(overall)
+    singles = {"popularity", "popularity_mf", "item_knn", "ease", "rank_pretrained_finetuned"}
+    assert singles | {"blend", "selected"} <= set(overall)
     assert report["best_meta_model"] in overall
     users = {e["users"] for e in overall.values()}
     assert len(users) == 1 and users.pop() > 50  # every predictor on the same test users
     for entry in overall.values():
         assert 0.0 <= entry["recall@20"] <= 1.0 and 0.0 <= entry["ndcg@20"] <= 1.0
     assert set(report["by_support"]) == {"1", "5"}
-    assert set(report["paired_tests"]) == {"popularity", "popularity_mf", "item_knn", "pretrained_finetuned"}
+    assert set(report["paired_tests"]) == set(overall) - {"selected"}  # the choice vs every single one
+    assert len(report["challengers"]) == report["folds_run"]
     assert (tmp_path / "topk.md").read_text().startswith("# ML-100K full-catalog top-K")

@@ -26,6 +26,10 @@ def test_dvc_repro_end_to_end_then_no_op(workspace):
     metrics = json.loads((workspace / "reports" / "metrics.json").read_text())["predictors"]
     assert metrics["model"]["mae"] < metrics["global_mean"]["mae"]
     _published_topk_is_ranked_and_clean(workspace, metrics)
+    shown = dvc(workspace, "metrics", "show", "--json")  # the headline: a few readable numbers
+    (workspace_rev,) = json.loads(shown).values()
+    headline = workspace_rev["data"]["reports/headline.json"]["data"]
+    assert set(headline) >= {"challenger", "selected.catalog_recall@20", "model.mae"} and len(headline) <= 8
 
     second = dvc(workspace, "repro")
     assert "Running stage" not in second
