@@ -369,7 +369,9 @@ def describe(exc: ValidationError, most: int = 3) -> str:
     parts = []
     for error in exc.errors()[:most]:
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+        value = error.get("input")
+        shown = error["type"] != "missing" and not isinstance(value, dict | list)  # a section: too long
+        got = f" (got {value!r})" if shown else ""
         parts.append(f"{key}: {error['msg']}{got}")
     more = len(exc.errors()) - most
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

@@ -1,8 +1,8 @@
 import shutil
 
 import pytest
-from pydantic import ValidationError
 
+from metarec_tasks.errors import ConfigError
 from metarec_tasks.params import load_params, update_params_file
 from tests.helpers import REPO
 
@@ -31,9 +31,9 @@ def test_unknown_key_and_invalid_value_are_refused(tmp_path):
     path = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", path)
     original = path.read_text()
-    with pytest.raises(KeyError):
+    with pytest.raises(ConfigError, match=r"unknown parameter 'meta\.epoch'; did you mean 'meta\.epochs'"):
         update_params_file(path, {"meta.epoch": 3})
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError, match=r"meta\.algorithm: Input should be 'maml'"):
         update_params_file(path, {"meta.algorithm": "not-an-algorithm"})
     assert path.read_text() == original
 

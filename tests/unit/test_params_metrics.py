@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from metarec_tasks.errors import ConfigError
 from metarec_tasks.params import EvaluateParams, load_params, metric_names
 from tests.helpers import REPO
 
@@ -75,5 +76,5 @@ def test_a_metric_evaluate_does_not_compute_is_refused(update, metric):
 def test_the_whole_params_file_is_validated_with_a_changed_cut_off():
     overrides = {"evaluate.catalog_k": 10, "evaluate.primary_metric": "catalog_recall@10"}
     assert load_params(REPO / "params.yaml", overrides).evaluate.primary_metric == "catalog_recall@10"
-    with pytest.raises(ValidationError, match=r"evaluate\.primary_metric"):
+    with pytest.raises(ConfigError, match=r"evaluate\.primary_metric 'ndcg@7' is not a metric"):
         load_params(REPO / "params.yaml", {"evaluate.primary_metric": "ndcg@7"})
