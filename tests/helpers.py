@@ -194,3 +194,16 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
+
+
+def empty_warehouse(url: str) -> None:
+    """Drop every MetaRec table (and the view) of a shared test database: each test starts empty."""
+    from sqlalchemy import create_engine, text
+
+    from metarec_tasks.publishing.warehouse import LATEST_VIEW, metadata
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP VIEW IF EXISTS {LATEST_VIEW}"))
+    metadata.drop_all(engine)
+    engine.dispose()

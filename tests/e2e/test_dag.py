@@ -5,7 +5,6 @@ import json
 import subprocess
 
 import pytest
-import yaml
 
 from metarec_tasks.stages import STAGES
 from tests.helpers import BIN, REPO
@@ -79,7 +78,9 @@ def test_dag_runs_end_to_end_in_process(airflow_db, workspace, monkeypatch):
     assert record["airflow_run_id"] == run.run_id
     assert set(record["dvc_lock"]["stages"]) == set(STAGES)
     train_outs = {out["path"]: out for out in record["dvc_lock"]["stages"]["train"]["outs"]}
-    # the record names the producer of the published rows: the ranker (ranking.objective: ranking)
+    # the record names the producer of the published rows: the night's selected candidate, whose
+    # choice finetune recorded; the meta-learned ranker's file is the run's model hash
     assert record["model_hash"] == train_outs["models/rank_model.pt"]["md5"]
-    assert record["algorithm"] == yaml.safe_load(params)["ranking"]["meta"]["algorithm"]
+    selection = json.loads((workspace / "data" / "predictions" / "selection.json").read_text())
+    assert record["algorithm"] == selection["challenger"] == selection["producer"]["candidate"]
     assert (workspace / ".dvc-store" / "files").is_dir()  # outputs pushed to the DVC remote

@@ -35,7 +35,7 @@ from metarec_tasks.orchestration.dag_test_log import check
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
 from metarec_tasks.publishing.warehouse import connect, count_recommendations, open_warehouse, run_row
-from tests.helpers import BIN, REPO, TINY, free_port, make_workspace, publish_inputs
+from tests.helpers import BIN, REPO, TINY, empty_warehouse, free_port, make_workspace, publish_inputs
 from tests.landing_util import clean_landing, good_rows, ingest_and_validate, landing_params
 
 PASSED = {"passed": True, "reason": "model beats the baselines"}
@@ -72,6 +72,7 @@ def test_1_a_rejected_rerun_keeps_the_published_day(backend, tmp_path, request):
     env = dict(os.environ)
     if backend == "postgresql":
         env["METAREC_WAREHOUSE_URL"] = request.getfixturevalue("postgres_url")
+        empty_warehouse(env["METAREC_WAREHOUSE_URL"])
     ws = Workspace(root)
     publish_inputs(ws, METRICS, PASSED, selected=0.40)
     assert metarec(root, "publish", env=env).returncode == 0
@@ -87,6 +88,8 @@ def test_1_a_rejected_rerun_keeps_the_published_day(backend, tmp_path, request):
     assert count_recommendations(engine, params.run.run_id) == 2
     assert run_row(engine, params.run.run_id)["status"] == "published"
     engine.dispose()
+    if backend == "postgresql":
+        empty_warehouse(env["METAREC_WAREHOUSE_URL"])
 
 
 # --- 2 ----------------------------------------------------------------------------------------------

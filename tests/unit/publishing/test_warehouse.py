@@ -18,6 +18,7 @@ from metarec_tasks.publishing.warehouse import (
     recommendations,
     runs,
 )
+from tests.helpers import empty_warehouse
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -26,17 +27,12 @@ def engine(request, tmp_path):
         url = f"sqlite:///{tmp_path}/warehouse.db"
     else:
         url = request.getfixturevalue("postgres_url")
+        empty_warehouse(url)  # the database is shared by the session's PostgreSQL tests
     engine = connect(url)
     yield engine
-    if request.param == "postgresql":
-        from sqlalchemy import text
-
-        from metarec_tasks.publishing.warehouse import metadata
-
-        with engine.begin() as conn:
-            conn.execute(text(f"DROP VIEW IF EXISTS {LATEST_VIEW}"))
-        metadata.drop_all(engine)
     engine.dispose()
+    if request.param == "postgresql":
+        empty_warehouse(url)
 
 
 def _record(
