@@ -31,7 +31,9 @@ def validate_side_tables(
         columns = tuple(c for c in columns if c.kind != "flag" or c.name in raw)
         if key not in raw:
             raw[key] = pd.Series(pd.NA, index=raw.index, dtype="string")
-        session.register(table, build_side_suite(columns, params.validate_))
+        session.register(
+            table, build_side_suite(columns, params.validate_), params.validate_.max_bad_row_share
+        )
         reasons = reasons_for(len(raw), session.failing_rows(table, raw, run_name=f"{table}-side-table"))
         bad = (reasons != "").to_numpy()
         write_parquet(raw[bad].assign(**{REASON: reasons[bad].to_numpy()}), ws.quarantine_table(table))

@@ -23,6 +23,7 @@ class QualityReport:
     partitions: list[dict[str, Any]]
     failures: list[str] = field(default_factory=list)
     side_tables: dict[str, dict[str, int]] = field(default_factory=dict)
+    gx_success: dict[str, bool] = field(default_factory=dict)  # per suite, as Data Docs show it
     phases_s: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -53,7 +53,9 @@ def run(params: Params, ws: Workspace, docs: bool = True) -> QualityReport:
     # 1. Side tables first: their ids are what events must reference.
     with timer("side_tables"):
         side_ids, side_summary = validate_side_tables(ws, params, session)
-    session.register("events", build_event_suite(vp, datetime.now(UTC), tuple(side_ids)))
+    session.register(
+        "events", build_event_suite(vp, datetime.now(UTC), tuple(side_ids)), vp.max_bad_row_share
+    )
 
     # 2. Events, chunk by chunk.
     tally = Tally(run_date.isoformat())
@@ -98,6 +100,7 @@ def run(params: Params, ws: Workspace, docs: bool = True) -> QualityReport:
         partitions=tally.partitions(),
         failures=failures,
         side_tables=side_summary,
+        gx_success=dict(session.success),
         phases_s=timer.rounded(),
     )
     write_json(ws.data_quality_report, report.to_json())

@@ -77,6 +77,8 @@ def test_planted_bad_rows_are_quarantined_and_good_rows_kept(tmp_path, tiny_para
     assert str(valid["timestamp"].dtype).startswith("datetime64")
     saved = json.loads(ws.data_quality_report.read_text())
     assert saved["rows_quarantined"] == len(PLANTED) + 1 and saved["passed"]
+    # a few bad rows, all quarantined: the Data Docs of this normal night read "Succeeded"
+    assert saved["gx_success"] == {"users": True, "items": True, "events": True}
 
 
 def test_too_many_bad_rows_fail_with_file_check_and_numbers(tmp_path, tiny_params):
@@ -94,9 +96,10 @@ def test_too_many_bad_rows_fail_with_file_check_and_numbers(tmp_path, tiny_param
         and f"date={day}" in message
         and "observed 1, expected <= 0.05" in message
     )
-    # The evidence is written before the stage fails.
+    # The evidence is written before the stage fails — Data Docs fail too.
     quarantine = pd.read_parquet(Workspace(tmp_path).quarantine / "events.parquet")
     assert (quarantine["partition_date"] == day).all() and len(quarantine) > 0
+    assert json.loads(Workspace(tmp_path).data_quality_report.read_text())["gx_success"]["events"] is False
 
 
 def test_missing_column_fails_the_batch(tmp_path, tiny_params):
