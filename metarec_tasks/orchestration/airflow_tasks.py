@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 WORKSPACE_ENV = "METAREC_WORKSPACE"
 COMMIT_ENV = "METAREC_GIT_COMMIT"  # "1": commit params.yaml + dvc.lock after each run
 OUTPUT_TAIL_LINES = 40
+LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")  # as metarec's log format writes them
+DVC_UP_TO_DATE = "didn't change, skipping"  # `dvc repro` for a stage whose deps, params and outs match
 
 # DAG Param name → params.yaml key. `None` values leave params.yaml as committed.
 CONF_TO_PARAMS = {
@@ -127,12 +129,26 @@ def run_command(args: list[str], root: Path, stage: str) -> None:
         args, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     ) as proc:
         assert proc.stdout is not None
+        skipped = False
         for line in proc.stdout:
-            tail.append(line.rstrip())
-            log.info("[%s] %s", stage, line.rstrip())
+            text = line.rstrip()
+            tail.append(text)
+            skipped = skipped or DVC_UP_TO_DATE in text
+            log.log(line_level(text), "[%s] %s", stage, text)
         returncode = proc.wait()
+    if returncode == 0 and skipped:
+        log.info("stage %s: up to date (inputs, code and params unchanged), skipped by DVC", stage)
     if returncode != 0:
         raise StageFailed(stage, stage_exit_code(root, stage, returncode), "\n".join(tail))
+
+
+def line_level(line: str) -> int:
+    """The level a stage's own log line was written at (`… ERROR metarec: …`), so the task log keeps
+    its warnings and errors as such; other output (DVC's, progress) is INFO."""
+    for name in LEVELS:
+        if f" {name} " in line[:60]:
+            return logging.getLevelName(name)
+    return logging.INFO
 
 
 def stage_exit_code(root: Path, stage: str, returncode: int) -> int:

@@ -54,3 +54,27 @@ def test_dag_stage_reports_bad_data_as_not_retryable(workspace):
         run_dvc_stage("validate", workspace)
     assert not err.value.retryable
     assert "data-quality check failed" in str(err.value)
+
+
+def test_a_stage_logs_levels_survive_into_the_task_log_and_a_skip_is_one_line(tmp_path, caplog):
+    """The DAG task re-logs the stage's lines at their own level; DVC's skip becomes one clear line."""
+    import logging
+    import sys
+
+    from metarec_tasks.orchestration.airflow_tasks import run_command
+
+    lines = [
+        "2026-12-01 02:00:00,000 WARNING metarec_tasks.logs.landing: landing partition x is missing",
+        "2026-12-01 02:00:01,000 ERROR metarec: validate failed a data-quality check: ...",
+        "Stage 'ingest' didn't change, skipping",
+    ]
+    script = "; ".join(f"print({line!r})" for line in lines)
+    with caplog.at_level(logging.INFO, logger="metarec_tasks.orchestration.airflow_tasks"):
+        run_command([sys.executable, "-c", script], tmp_path, "ingest")
+    levels = {r.getMessage(): r.levelno for r in caplog.records}
+    assert levels[f"[ingest] {lines[0]}"] == logging.WARNING
+    assert levels[f"[ingest] {lines[1]}"] == logging.ERROR
+    assert levels[f"[ingest] {lines[2]}"] == logging.INFO
+    assert (
+        levels["stage ingest: up to date (inputs, code and params unchanged), skipped by DVC"] == logging.INFO
+    )
