@@ -144,11 +144,10 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
         )
         users = eval_users(part)
         excluded = exclusion_mask(users.support.items, unavailable).numpy()
-        for name in [*selection.names, SELECTED]:
-            scores = selection.score(
-                selection.challenger if name == SELECTED else name, users.support, excluded
-            )
-            lists = top_k_rows(scores, excluded, K)
+        scores = selection.score_all(users.support, excluded)
+        scores[SELECTED] = scores[selection.challenger]
+        for name, values in scores.items():
+            lists = top_k_rows(values, excluded, K)
             for row in per_user_rows(lists, users.relevant, users.support.users):
                 rows.append({"fold": fold, "support": str(size), "predictor": name, **row})
     info = {

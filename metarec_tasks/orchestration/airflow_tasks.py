@@ -44,18 +44,15 @@ CONF_TO_PARAMS = {
 
 
 # What each stage produces, as Airflow Assets (lineage in the Assets view; a downstream DAG can be
-# scheduled on `metarec_recommendations_published`): asset name → path in the workspace.
+# scheduled on `metarec_recommendations_published`): asset name → the `Workspace` property of its path.
 STAGE_ASSETS: dict[str, dict[str, str]] = {
-    "ingest": {"metarec_raw_logs": "data/raw"},
-    "validate": {
-        "metarec_validated_logs": "data/validated",
-        "metarec_data_quality": "reports/data_quality.json",
-    },
-    "episodes": {"metarec_episodes": "data/episodes"},
+    "ingest": {"metarec_raw_logs": "raw"},
+    "validate": {"metarec_validated_logs": "validated", "metarec_data_quality": "data_quality_report"},
+    "episodes": {"metarec_episodes": "episodes"},
     "train": {"metarec_models": "models"},
-    "finetune": {"metarec_predictions": "data/predictions"},
-    "evaluate": {"metarec_evaluation": "reports/metrics.json"},
-    "publish": {"metarec_recommendations_published": "reports/publish.json"},
+    "finetune": {"metarec_predictions": "predictions"},
+    "evaluate": {"metarec_evaluation": "metrics"},
+    "publish": {"metarec_recommendations_published": "publish_receipt"},
 }
 
 
@@ -63,9 +60,8 @@ def stage_assets(stage: str, root: Path) -> list:
     """The Assets a stage's task updates (file URIs under the workspace)."""
     from airflow.sdk import Asset
 
-    return [
-        Asset(uri=(root / path).resolve().as_uri(), name=name) for name, path in STAGE_ASSETS[stage].items()
-    ]
+    ws = Workspace(root.resolve())
+    return [Asset(uri=getattr(ws, path).as_uri(), name=name) for name, path in STAGE_ASSETS[stage].items()]
 
 
 class StageFailed(RuntimeError):

@@ -72,9 +72,10 @@ def holdout_topk(params: Params, rd: RankData, selection: Selection) -> pd.DataF
         return pd.DataFrame(columns=TOPK_COLUMNS)
     excluded = exclusion_mask(support.items, rd.ctx.unavailable)
     frames = []
-    for name in selection.names:
-        scores = torch.as_tensor(selection.score(name, support, excluded.numpy()), dtype=torch.float32)
-        values, rows = top_k(scores, excluded, params.evaluate.catalog_k)
+    for name, scores in selection.score_all(support, excluded.numpy()).items():
+        values, rows = top_k(
+            torch.as_tensor(scores, dtype=torch.float32), excluded, params.evaluate.catalog_k
+        )
         frame = ranked_frame(users, rows, values, rd.data.catalog.item_ids)
         frames.append(frame.assign(predictor=name))
         if name == selection.challenger:

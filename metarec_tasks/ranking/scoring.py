@@ -15,7 +15,7 @@ from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.models.rating import Features, ParamDict, split_params
 from metarec_tasks.params import RankingParams
-from metarec_tasks.ranking.data import RankContext
+from metarec_tasks.ranking.data import RankContext, items_on
 from metarec_tasks.ranking.episodes import UserItems
 from metarec_tasks.training.runtime import to_device
 
@@ -71,7 +71,7 @@ def rank_users(
     """[users, k] catalog rows of each user's top-k (support items and unavailable items excluded),
     adapted in chunks on the model's device; None if `require_finite` and a score is not finite."""
     device = next(model.parameters()).device
-    items = {name: value.to(device) for name, value in ctx.items.items()}
+    items = items_on(ctx.items, device)
     out = []
     for start in range(0, len(support), chunk):
         part = support.subset(np.arange(start, min(start + chunk, len(support))))

@@ -49,6 +49,7 @@ class Candidate:
     knobs: dict[str, Any] = field(default_factory=dict)
     validation: float = float("nan")  # mean validation Recall@K
     tried: list[dict[str, Any]] = field(default_factory=list)  # every knob setting and its recall
+    val_scores: np.ndarray | None = None  # its scores of the validation users (the blend learns on them)
 
 
 def support_rows(support: UserItems, n_items: int) -> np.ndarray:
@@ -85,12 +86,11 @@ def tuned(
     for values in itertools.product(*grid.values()):
         knobs = dict(zip(grid, values, strict=True))
         scorer = build(**knobs)
-        recall = (
-            mean_recall(scorer(val.support), excluded, val.relevant, k) if len(val.support) else float("nan")
-        )
+        scores = scorer(val.support)
+        recall = mean_recall(scores, excluded, val.relevant, k) if len(val.support) else float("nan")
         tried.append({**knobs, "recall": recall})
-        if best is None or (np.isfinite(recall) and not recall <= best.validation):
-            best = Candidate(name, kind, scorer, knobs, recall)
+        if best is None or (np.isfinite(recall) and not recall <= best.validation):  # NaN best: replaced
+            best = Candidate(name, kind, scorer, knobs, recall, val_scores=scores)
     assert best is not None
     best.tried = tried
     log.info(

@@ -28,10 +28,6 @@ class Selection:
     challenger: str
     validation: dict[str, float]  # mean validation Recall@K of every candidate and the blend
 
-    @property
-    def names(self) -> list[str]:
-        return [*self.candidates, *([BLEND] if self.blend else [])]
-
     def kind(self, name: str) -> str:
         return "blend" if name == BLEND else self.candidates[name].kind
 
@@ -40,7 +36,19 @@ class Selection:
         if name != BLEND:
             return self.candidates[name].score(support)
         assert self.blend is not None
-        z = {n: normalise(self.candidates[n].score(support), excluded) for n in self.blend.parts}
+        parts = {n: self.candidates[n].score(support) for n in self.blend.parts}
+        return self.blended(parts, support, excluded)
+
+    def score_all(self, support: UserItems, excluded: np.ndarray) -> dict[str, np.ndarray]:
+        """Every candidate's scores, each computed once; the blend from those."""
+        scores = {name: c.score(support) for name, c in self.candidates.items()}
+        if self.blend:
+            scores[BLEND] = self.blended(scores, support, excluded)
+        return scores
+
+    def blended(self, parts: dict[str, np.ndarray], support: UserItems, excluded: np.ndarray) -> np.ndarray:
+        assert self.blend is not None
+        z = {n: normalise(parts[n], excluded) for n in self.blend.parts}
         return self.blend.combine(z, bucket_of(np.asarray([len(items) for items in support.items])))
 
     def producer(self) -> dict[str, Any]:
@@ -73,7 +81,7 @@ def select(
     validation = {c.name: c.validation for c in candidates}
     blend = None
     if sp.blend and any(val.relevant):
-        z = {c.name: normalise(c.score(val.support), excluded) for c in candidates}
+        z = {c.name: normalise(c.val_scores, excluded) for c in candidates}  # scored while tuning
         sizes = np.asarray([len(items) for items in val.support.items])
         blend = learn_blend(z, excluded, val.relevant, sizes, k, sp)
         validation[BLEND] = mean_recall(blend.combine(z, bucket_of(sizes)), excluded, val.relevant, k)

@@ -2,7 +2,7 @@
 
 The baseline half of the gate was decided by `evaluate`; the champion half needs the warehouse, which
 DVC cannot track, so it lives here. Whatever the decision, the run is recorded with its reason and
-its producer (the model whose rows are published: the ranker, or the rating model when
+its producer (the candidate whose rows are published: the night's selection, or the rating model when
 `ranking.objective` is rating); recommendation rows are written only for a published (or
 force-published) run.
 """
@@ -34,8 +34,9 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
     recs = pd.read_parquet(ws.recommendations)
     engine = open_warehouse(params, ws.root)
     current = champion(engine, params.source.kind)
+    ranked = params.ranking.objective != "rating"
     chosen = gate.get("selection")
-    if params.ranking.objective != "rating" and chosen:  # the challenger: chosen on validation users
+    if ranked and chosen:  # the challenger: chosen on validation users
         metric, value = chosen["metric"], float(chosen["value"])
         status, reason = decide_challenger(
             chosen, current, params.publish.champion_tolerance, params.publish.force
@@ -48,8 +49,7 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
         )
     run_id = params.run.run_id
     produced_by = json.loads(ws.selection.read_text())["producer"] if ws.selection.is_file() else None
-    ranked = params.ranking.objective != "rating"
-    producer = ws.rank_model_file if ranked else ws.model_file
+    model_file = ws.rank_model_file if ranked else ws.model_file  # the model trained tonight
     record = RunRecord(
         run_id=run_id,
         logical_date=params.run.run_date,
@@ -64,7 +64,7 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
         params=params.model_dump(mode="json", by_alias=True),
         metrics=metrics,
         data_hash=file_md5(ws.validated_events),
-        model_hash=file_md5(producer),
+        model_hash=file_md5(model_file),
     )
     lineage = producer_row(produced_by, params, ws) if produced_by else None
     outcome = publish_run(engine, record, recs, quality_rows(quality), lineage)

@@ -19,11 +19,11 @@ from metarec_tasks.training.rating import RatingModels, save_rating_models, trai
 
 
 def run(params: Params, ws: Workspace) -> RatingModels:
-    rating = train_rating_model(params, ws)
+    events = pd.read_parquet(ws.validated_events)
+    data = load_episode_data(ws, extra_events=events)  # once, for both models
+    rating = train_rating_model(params, ws, data)
     if not rating.world.is_main:
         return rating
-    events = pd.read_parquet(ws.validated_events)
-    data = load_episode_data(ws, extra_events=events)
     rankers = train_ranker(
         params, ws, rank_data(params, data, events, pd.read_parquet(ws.validated_table("items")))
     )

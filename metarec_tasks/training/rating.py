@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from metarec_tasks.data.episodes import TRAIN, VALIDATION
-from metarec_tasks.data.loader import load_episode_data
+from metarec_tasks.data.loader import EpisodeData, load_episode_data
 from metarec_tasks.meta import build_algorithm
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.functional import predict_batch
@@ -68,13 +68,14 @@ class RatingModels:
         return self.fit.resumed_from
 
 
-def train_rating_model(params: Params, ws: Workspace) -> RatingModels:
-    """Meta-train the rating model (and fit its non-meta rival); benchmarks call this alone."""
+def train_rating_model(params: Params, ws: Workspace, data: EpisodeData | None = None) -> RatingModels:
+    """Meta-train the rating model (and fit its non-meta rival) on `data` (default: the episode data
+    of `ws`, as the benchmarks call it); the train stage passes what it loaded once for both models."""
     mp = params.meta
     generator = seed_everything(params.run.seed)
     device = pick_device(params.run.device)
     world = init_distributed(device)
-    data = load_episode_data(ws)
+    data = data or load_episode_data(ws)
     train = to_device(build_task_batch(data.split(TRAIN), data.catalog), device)
     val = to_device(build_task_batch(data.split(VALIDATION), data.catalog), device)
     log.info("training on %d tasks, validating on %d, device %s", len(train), len(val), device)
@@ -84,7 +85,7 @@ def train_rating_model(params: Params, ws: Workspace) -> RatingModels:
     algorithm = build_algorithm(mp, model)
     champion_md5 = (
         warm_start(model, algorithm, ws.root / mp.champion_model, data.vocab.item_ids)
-        if (mp.warm_start)
+        if mp.warm_start
         else None
     )
     baseline, baseline_fit = RatingNet(dims).to(device), {}

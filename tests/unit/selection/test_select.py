@@ -42,9 +42,8 @@ def oracle(n_users: int, hits: dict[int, set[int]], noise_seed: int) -> np.ndarr
 
 def candidate(name: str, kind: str, scores: np.ndarray, val: EvalUsers) -> Candidate:
     excluded = np.zeros_like(scores, bool)
-    return Candidate(
-        name, kind, lambda support: scores[: len(support)], {}, mean_recall(scores, excluded, val.relevant, K)
-    )
+    recall = mean_recall(scores, excluded, val.relevant, K)
+    return Candidate(name, kind, lambda support: scores[: len(support)], {}, recall, val_scores=scores)
 
 
 def excluded_for(val: EvalUsers) -> np.ndarray:
