@@ -96,10 +96,12 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
 
     def eval_users(part: pd.DataFrame) -> EvalUsers:
         users = sorted(part[USER_KEY].unique())
-        support = user_items(part[part["role"] == SUPPORT], catalog, rp.event_weights, users, threshold)
+        rated = part[part["role"] == SUPPORT]
+        support = user_items(rated, catalog, rp.event_weights, users, threshold)
+        seen = user_items(rated, catalog, rp.event_weights, users).items  # never recommended back
         query = part[(part["role"] == QUERY) & (part["value"] >= params.evaluate.relevance_threshold)]
         rel = query.groupby(USER_KEY)[ITEM_KEY].agg(lambda s: set(catalog.item_rows(s).tolist()))
-        return EvalUsers(support, [set(rel.get(u, ())) for u in users])
+        return EvalUsers(support, [set(rel.get(u, ())) for u in users], seen)
 
     val = eval_users(split[split["split"] == VALIDATION])
     test_tasks = split[split["split"] == TEST]
@@ -133,7 +135,7 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
     device = torch.device("cpu")
     interactions = user_items(train_events, catalog, rp.event_weights)  # the baselines' statistics
     candidates = night_candidates(params, ctx, interactions, val, device, rankers, pretrained)
-    excluded_val = exclusion_mask(val.support.items, unavailable).numpy()
+    excluded_val = exclusion_mask(val.seen, unavailable).numpy()
     selection = select(candidates, val, excluded_val, K, params.selection)
     rows = []
     for size in [FULL, *args.buckets]:
@@ -143,7 +145,7 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
             else truncate_support(test_tasks, set(test_tasks[USER_KEY]), size, args.seed)
         )
         users = eval_users(part)
-        excluded = exclusion_mask(users.support.items, unavailable).numpy()
+        excluded = exclusion_mask(users.seen, unavailable).numpy()
         scores = selection.score_all(users.support, excluded)
         scores[SELECTED] = scores[selection.challenger]
         for name, values in scores.items():

@@ -115,7 +115,7 @@ class ModelParams(_Strict):
     item_id_embedding: bool
 
 
-Algorithm = Literal["maml", "fomaml", "mamlpp", "metasgd", "reptile"]
+Algorithm = Literal["maml", "fomaml", "mamlpp", "metasgd", "reptile", "ridge"]
 AdaptGroup = Literal["mlp", "head", "all"]
 
 
@@ -135,6 +135,8 @@ class MetaParams(_Strict):
     support_subsample: bool
     first_order_epochs: int = Field(ge=0)  # MAML++ derivative-order annealing
     multi_step_loss_epochs: int = Field(ge=0)  # MAML++ multi-step loss annealing
+    ridge_lambda: float = Field(gt=0)  # ridge: the closed-form inner loop's starting λ (then learned)
+    weight_average_decay: float = Field(ge=0, lt=1)  # model averaging: EMA decay per step; 0 = off
     amp: bool  # bfloat16 autocast on CUDA; ignored on CPU
     checkpoint_every: int = Field(ge=1)  # epochs between checkpoints (models/checkpoints/<model>)
 

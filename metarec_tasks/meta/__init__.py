@@ -7,6 +7,7 @@
 | `mamlpp`  | SGD, learned rate per step and layer     | multi-step loss, first- then second-order     |
 | `metasgd` | SGD, learned rate per parameter entry    | second-order; the rates are meta-learned too  |
 | `reptile` | SGD, fixed rate                          | towards the mean adapted weights (surrogate)  |
+| `ridge`   | closed form: exact ridge fit of the head | through the solve; λ and weights meta-learned |
 
 Every algorithm adapts only the parameter groups `meta.adapt` names (mlp: MeLU, head: ANIL, all), runs
 its inner loop vectorized over tasks (`functional.VECTORIZED`), and can be run with the naive loop
@@ -29,6 +30,7 @@ from metarec_tasks.meta.maml import MAML
 from metarec_tasks.meta.mamlpp import MAMLPlusPlus
 from metarec_tasks.meta.metasgd import MetaSGD
 from metarec_tasks.meta.reptile import Reptile
+from metarec_tasks.meta.ridge import ClosedFormRidge
 from metarec_tasks.params import MetaParams
 
 TRANSFER_ALGORITHM = "fomaml"  # plain SGD at a fixed rate: how a pretrained network is fine-tuned per user
@@ -42,6 +44,7 @@ ALGORITHMS: dict[str, Builder] = {
     ),
     "metasgd": lambda inner, mp, model, engine: MetaSGD(inner, model, engine),
     "reptile": lambda inner, mp, model, engine: Reptile(inner, engine),
+    "ridge": lambda inner, mp, model, engine: ClosedFormRidge(inner, model, mp.ridge_lambda, engine),
 }
 
 

@@ -214,8 +214,10 @@ class Engine:
     algorithm of `metarec_tasks.meta` learns any objective unchanged."""
 
     name: str
+    objective: str  # `meta.objectives.OBJECTIVES` key: closed-form algorithms regress on what it scores
     adapt: Callable[..., Trajectory]
     losses: Callable[..., torch.Tensor]
+    reference: bool = False  # the naive loop: closed-form algorithms then solve task by task too
 
 
 def make_engine(objective: str = "mse", reference: bool = False) -> Engine:
@@ -223,9 +225,15 @@ def make_engine(objective: str = "mse", reference: bool = False) -> Engine:
     loss = OBJECTIVES[objective]
     if reference:
         return Engine(
-            f"{objective}-reference", partial(adapt_reference, loss), partial(losses_reference, loss)
+            f"{objective}-reference",
+            objective,
+            partial(adapt_reference, loss),
+            partial(losses_reference, loss),
+            reference=True,
         )
-    return Engine(f"{objective}-vectorized", partial(adapt_batch, loss), partial(losses_batch, loss))
+    return Engine(
+        f"{objective}-vectorized", objective, partial(adapt_batch, loss), partial(losses_batch, loss)
+    )
 
 
 VECTORIZED = make_engine("mse")  # the rating model's engines

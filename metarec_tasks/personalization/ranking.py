@@ -54,7 +54,7 @@ def ranked_frame(users: list[str], rows: np.ndarray, values: np.ndarray, item_id
 def night_selection(params: Params, ws: Workspace, rd: RankData, device: torch.device) -> Selection:
     """Every candidate tuned, the blend learned, the challenger chosen — on validation users only."""
     val = rd.eval_users(rd.data.split(VALIDATION), params)
-    excluded = exclusion_mask(val.support.items, rd.ctx.unavailable).numpy()
+    excluded = exclusion_mask(val.seen, rd.ctx.unavailable).numpy()
     model, algorithm = load_adapting_ranker(ws.rank_model_file, params, device)
     pretrained, _ = load_adapting_ranker(ws.rank_pretrained_file, params, device, TRANSFER_ALGORITHM)
     candidates = night_candidates(
@@ -70,7 +70,7 @@ def holdout_topk(params: Params, rd: RankData, selection: Selection) -> pd.DataF
     users, support = test.support.users, test.support
     if not users:
         return pd.DataFrame(columns=TOPK_COLUMNS)
-    excluded = exclusion_mask(support.items, rd.ctx.unavailable)
+    excluded = exclusion_mask(test.seen, rd.ctx.unavailable)
     frames = []
     for name, scores in selection.score_all(support, excluded.numpy()).items():
         values, rows = top_k(

@@ -68,8 +68,18 @@ class RankContext:
 
 @dataclass
 class EvalUsers:
-    support: UserItems
+    support: UserItems  # what each user adapts on: their support positives
     relevant: list[set[int]]  # catalog rows of each user's relevant held-out items
+    seen: list[np.ndarray] | None = None  # every support item, low ratings too: never recommended
+
+    def __post_init__(self) -> None:
+        if self.seen is None:
+            self.seen = list(self.support.items)
+
+    def subset(self, index: np.ndarray) -> EvalUsers:
+        return EvalUsers(
+            self.support.subset(index), [self.relevant[i] for i in index], [self.seen[i] for i in index]
+        )
 
 
 @dataclass
@@ -85,15 +95,17 @@ class RankData:
     first_seen: np.ndarray  # [n_items] first event time (ns), for the candidate pool
 
     def eval_users(self, tasks: pd.DataFrame, params: Params) -> EvalUsers:
-        """Users of `tasks`: support = their support rows, relevant = query items rated ≥ the threshold."""
+        """Users of `tasks`: support = their support positives, seen = every support item (a low-rated
+        one is no positive, but is never recommended back), relevant = query items rated ≥ the
+        threshold."""
         catalog = self.data.catalog
         users = sorted(tasks[USER_KEY].astype(str).unique())
-        support = positives(
-            tasks[tasks["role"] == SUPPORT].assign(event_type=RATING_EVENT), catalog, params, users
-        )
+        rated = tasks[tasks["role"] == SUPPORT].assign(event_type=RATING_EVENT)
+        support = positives(rated, catalog, params, users)
+        seen = user_items(rated, catalog, {RATING_EVENT: 1.0}, users).items
         query = tasks[(tasks["role"] == QUERY) & (tasks["value"] >= params.evaluate.relevance_threshold)]
         rel = query.groupby(USER_KEY)[ITEM_KEY].agg(lambda s: set(catalog.item_rows(s).tolist()))
-        return EvalUsers(support, [set(rel.get(u, ())) for u in users])
+        return EvalUsers(support, [set(rel.get(u, ())) for u in users], seen)
 
 
 def rank_data(params: Params, data: EpisodeData, events: pd.DataFrame, items: pd.DataFrame) -> RankData:

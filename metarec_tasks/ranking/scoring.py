@@ -67,9 +67,11 @@ def rank_users(
     k: int,
     chunk: int,
     require_finite: bool = False,
+    seen: list[np.ndarray] | None = None,
 ) -> np.ndarray | None:
-    """[users, k] catalog rows of each user's top-k (support items and unavailable items excluded),
-    adapted in chunks on the model's device; None if `require_finite` and a score is not finite."""
+    """[users, k] catalog rows of each user's top-k (`seen` items — default: the support items — and
+    unavailable items excluded), adapted in chunks on the model's device; None if `require_finite`
+    and a score is not finite."""
     device = next(model.parameters()).device
     items = items_on(ctx.items, device)
     out = []
@@ -79,7 +81,8 @@ def rank_users(
         scores = score_items(model, algorithm, batch, steps, items)
         if require_finite and not bool(torch.isfinite(scores).all()):
             return None
-        _, rows = top_k(scores, exclusion_mask(part.items, ctx.unavailable), k)
+        part_seen = part.items if seen is None else seen[start : start + len(part)]
+        _, rows = top_k(scores, exclusion_mask(part_seen, ctx.unavailable), k)
         out.append(rows)
     return np.concatenate(out) if out else np.zeros((0, k), np.int64)
 

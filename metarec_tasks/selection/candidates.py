@@ -121,7 +121,7 @@ def night_candidates(
     train = bl.interaction_matrix(train_users.items, train_users.weights, n_items)
     chunk, steps = params.finetune.chunk_size, params.ranking.meta.inner_steps
     knn = bl.ItemKNN(train)
-    excluded = exclusion_mask(val.support.items, ctx.unavailable).numpy()
+    excluded = exclusion_mask(val.seen, ctx.unavailable).numpy()
 
     def transfer(inner_lr: float) -> Scorer:
         meta = params.ranking.meta.model_copy(update={"inner_lr": inner_lr})

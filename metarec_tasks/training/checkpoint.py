@@ -43,6 +43,8 @@ class TrainState:
     stopped: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None  # the epoch count of the checkpoint this run resumed from
+    average: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # WeightAverage state
+    best_averaged: bool = False  # the best weights are the moving average's
 
     def record_best(
         self, value: float | None, epoch: int, model: torch.nn.Module, algorithm: torch.nn.Module
@@ -91,6 +93,8 @@ class Checkpoints:
                 "stale": state.stale,
                 "stopped": state.stopped,
                 "history": state.history,
+                "average": state.average,
+                "best_averaged": state.best_averaged,
             },
         }
         atomic_save(payload, path)

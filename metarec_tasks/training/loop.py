@@ -7,6 +7,8 @@ The loop owns:
 - the NaN rules: a non-finite meta-loss, or a validation metric that turns NaN, stops the run with
   `NonFiniteLossError` before any model file is written; a validation with nothing to score (no
   validation user, or none with a relevant item) keeps the latest epoch instead of the starting point;
+- model averaging (`meta.weight_average_decay`, `training/averaging.py`): an exponential moving
+  average of the weights, validated every epoch beside the current weights; the better one counts;
 - checkpoint/resume: every `checkpoint_every` epochs a checkpoint of model, algorithm, optimizer and
   random generators; a killed run resumes from the newest one of the *same* run (fingerprint) and
   ends with the weights an uninterrupted run would have;
@@ -36,6 +38,7 @@ from metarec_tasks.files import atomic_path
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.tasks import TaskBatch, select
 from metarec_tasks.params import MetaParams
+from metarec_tasks.training.averaging import WeightAverage
 from metarec_tasks.training.checkpoint import Checkpoints, TrainState
 from metarec_tasks.training.distributed import SINGLE, World
 from metarec_tasks.training.runtime import autocast
@@ -43,6 +46,7 @@ from metarec_tasks.training.runtime import autocast
 log = logging.getLogger(__name__)
 
 HISTORY_FIELDS = ("epoch", "phase", "train_loss", "seconds")  # plus the validation metric's column
+AVERAGED = "averaged"  # history column: the validation metric of the averaged weights ('' when off)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class FitResult:
     epochs_run: int
     resumed_from: int | None
     history: list[dict]
+    best_averaged: bool = False  # the kept weights are the moving average's, not one epoch's
 
 
 def fit(
@@ -101,6 +106,11 @@ def fit(
         if warm_up is not None:
             warm_up(optimizer, state.history)
     world.broadcast_state(model, algorithm, optimizer=optimizer)
+    average = None
+    if mp.weight_average_decay > 0:
+        average = WeightAverage(mp.weight_average_decay, {"model": model, "algorithm": algorithm})
+        if state.average:
+            average.load_state_dict(state.average)
     device = next(model.parameters()).device
     started_at, first = time.perf_counter(), state.next_epoch
     for epoch in range(state.next_epoch, mp.epochs):
@@ -113,8 +123,14 @@ def fit(
             loss = meta_gradients(model, optimizer, algorithm, batch, world, autocast(device, mp.amp))
             check_finite(loss, f"meta epoch {epoch}")
             optimizer.step()
+            if average is not None:
+                average.update()
             total, tasks = total + loss.item() * len(batch), tasks + len(batch)
         value = _validate(validation, epoch)
+        averaged = None
+        if average is not None:
+            with average.applied():
+                averaged = _validate(validation, epoch)
         train_loss = total / max(tasks, 1)
         state.history.append(
             {
@@ -122,11 +138,17 @@ def fit(
                 "phase": "meta",
                 "train_loss": train_loss,
                 validation.metric: "" if value is None else value,
+                AVERAGED: "" if averaged is None else averaged,
                 "seconds": time.perf_counter() - started,
             }
         )
+        use_average = averaged is not None and (value is None or validation.improves(averaged, value))
+        if use_average:
+            value = averaged
         if value is None or validation.improves(value, state.best_value):
-            state.record_best(value, epoch, model, algorithm)
+            with average.applied() if use_average else nullcontext():
+                state.record_best(value, epoch, model, algorithm)
+            state.best_averaged = use_average
         else:
             state.stale += 1
             state.stopped = state.stale >= mp.patience
@@ -134,13 +156,26 @@ def fit(
         _log_epoch(epoch, mp.epochs, train_loss, validation.metric, value, started_at, first)
         due = state.stopped or state.next_epoch % mp.checkpoint_every == 0 or state.next_epoch == mp.epochs
         if due and world.is_main:
+            state.average = average.state_dict() if average is not None else {}
             checkpoints.save(state, model, algorithm, optimizer, randomness.generator, randomness.rng)
         if state.stopped:
             log.info("early stop after epoch %d (no improvement for %d epochs)", epoch, state.stale)
     if state.best_model:
         model.load_state_dict(state.best_model)
         algorithm.load_state_dict(state.best_algorithm)
-    return FitResult(state.best_epoch, state.best_value, state.next_epoch, state.resumed_from, state.history)
+    if state.best_averaged:
+        log.info(
+            "kept the averaged weights of epoch %d (better on validation than the epoch's own)",
+            state.best_epoch,
+        )
+    return FitResult(
+        state.best_epoch,
+        state.best_value,
+        state.next_epoch,
+        state.resumed_from,
+        state.history,
+        state.best_averaged,
+    )
 
 
 def meta_gradients(
@@ -176,7 +211,7 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
 def write_history(path: Path, history: list[dict], metric: str) -> None:
     """The per-epoch log as CSV (a DVC plot: x = epoch, y = the validation metric)."""
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*HISTORY_FIELDS[:3], metric, HISTORY_FIELDS[3]])
+        writer = csv.DictWriter(handle, fieldnames=[*HISTORY_FIELDS[:3], metric, AVERAGED, HISTORY_FIELDS[3]])
         writer.writeheader()
         writer.writerows(history)
 

@@ -116,7 +116,11 @@ def meta_train(
 def save_rankers(params: Params, ws: Workspace, rankers: Rankers) -> None:
     rp = params.ranking
     meta = {"algorithm": rankers.algorithm.name, "adapt": rp.meta.adapt, "loss": rp.loss}
-    best = {"best_epoch": rankers.fit.best_epoch, "best_val_recall": rankers.fit.best_value}
+    best = {
+        "best_epoch": rankers.fit.best_epoch,
+        "best_val_recall": rankers.fit.best_value,
+        "weights_averaged": rankers.fit.best_averaged,
+    }
     save_rank_model(ws.rank_model_file, rankers.model, {**meta, **best}, rankers.algorithm.state_dict())
     save_rank_model(
         ws.rank_pretrained_file, rankers.pretrained, {**meta, "algorithm": TRANSFER_ALGORITHM}, {}
@@ -140,8 +144,10 @@ def catalog_recall(
     keep = np.asarray([i for i, rel in enumerate(users.relevant) if rel], dtype=np.int64)
     if not len(keep):
         return None
-    support = users.support.subset(keep)
-    ranked = rank_users(model, algorithm, steps, ctx, support, k, VALIDATION_CHUNK, require_finite=True)
+    part = users.subset(keep)
+    ranked = rank_users(
+        model, algorithm, steps, ctx, part.support, k, VALIDATION_CHUNK, require_finite=True, seen=part.seen
+    )
     if ranked is None:
         return float("nan")
     scores = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet, load_rank_model, save_rank_model
 from metarec_tasks.params import RankingParams, load_params
 from metarec_tasks.ranking import baselines as bl
-from metarec_tasks.ranking.data import EvalUsers, RankContext
+from metarec_tasks.ranking.data import EvalUsers, RankContext, RankData
 from metarec_tasks.ranking.episodes import NegativeSampler, item_features, sample_episodes, user_items
 from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, rank_users, top_k
 from metarec_tasks.training.checkpoint import Checkpoints
@@ -248,3 +250,24 @@ def test_rating_term_of_objective_both_is_the_adapted_rating_minus_the_mean():
     assert torch.all(out[0] == 0)  # b has no ratings: no rating term
     assert out[1, 1] == 0  # an item the rating network does not know
     assert out[1, 0] != 0 and out[1, 2] != 0
+
+
+def test_a_low_rating_is_no_positive_but_is_never_recommended_back():
+    """Explicit feedback: i1 rated 1 star is not in the support positives, yet is excluded from the list."""
+    catalog, _ = two_taste_world()
+    tasks = pd.DataFrame(
+        {
+            "user_id": ["u0", "u0", "u0"],
+            "item_id": ["i1", "i2", "i3"],
+            "value": [1.0, 5.0, 4.0],
+            "role": ["support", "support", "query"],
+        }
+    )
+    holder = SimpleNamespace(data=SimpleNamespace(catalog=catalog))
+    users = RankData.eval_users(holder, tasks, DEFAULTS)
+    assert users.support.items[0].tolist() == [2]
+    assert sorted(users.seen[0].tolist()) == [1, 2]
+    assert users.relevant == [{3}]
+    excluded = exclusion_mask(users.seen, np.zeros(N_ITEMS, bool))
+    _, rows = top_k(torch.arange(N_ITEMS, 0, -1, dtype=torch.float32)[None], excluded, 3)
+    assert rows[0].tolist() == [0, 3, 4]

@@ -87,4 +87,30 @@ def test_history_csv_has_the_metric_column(tmp_path):
     _, result = run(tmp_path, [0.9, 0.8, 0.7, 0.6])
     write_history(tmp_path / "log.csv", result.history, "val_x")
     lines = (tmp_path / "log.csv").read_text().splitlines()
-    assert lines[0] == "epoch,phase,train_loss,val_x,seconds" and len(lines) == 5
+    assert lines[0] == "epoch,phase,train_loss,val_x,averaged,seconds" and len(lines) == 5
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_the_moving_average_is_kept_exactly_where_it_validates_better(tmp_path, lower):
+    """Validation = how far the head moved from its start: the average (which lags) moves less, so it
+    wins when lower is better and loses when higher is better."""
+    model = tiny_model()
+    start = model.head.weight.detach().clone()
+    mp = meta_params("maml", epochs=3, patience=3, weight_average_decay=0.9)
+    algorithm = build_algorithm(mp, model)
+    tasks = random_batch()
+    result = fit(
+        model,
+        algorithm,
+        lambda epoch: [tasks, tasks],
+        Validation("val_x", lower, lambda: float((model.head.weight - start).norm())),
+        mp,
+        Checkpoints(tmp_path, "avg"),
+        Randomness(torch.Generator().manual_seed(0)),
+    )
+    for row in result.history:
+        assert (row["averaged"] < row["val_x"]) and row["val_x"] > 0
+    assert result.best_averaged is lower
+    kept = float((model.head.weight - start).norm())
+    best_row = result.history[result.best_epoch]
+    assert kept == pytest.approx(best_row["averaged"] if lower else best_row["val_x"])

@@ -39,7 +39,7 @@ def test_two_ranker_runs_give_identical_weights(episodes_ws, tmp_path):
     assert_same_weights(Workspace(a).rank_model_file, Workspace(b).rank_model_file)
     assert_same_weights(Workspace(a).rank_pretrained_file, Workspace(b).rank_pretrained_file)
     log = Workspace(a).rank_train_log.read_text().splitlines()
-    assert log[0] == "epoch,phase,train_loss,val_recall@20,seconds" and len(log) == 1 + 3
+    assert log[0] == "epoch,phase,train_loss,val_recall@20,averaged,seconds" and len(log) == 1 + 3
 
 
 def test_a_nan_in_the_ranker_writes_no_model_at_all(episodes_ws, tmp_path):
