@@ -139,7 +139,10 @@ def bench_meta(mp: MetaParams, dims: NetDims, args, device: torch.device) -> dic
     ]
     naive_batches = batches[: args.naive_meta_batches]
     for name in sorted(ALGORITHMS):
-        algo_params = mp.model_copy(update={"algorithm": name})
+        # the closed form adapts a linear head only (ClosedFormRidge refuses anything else)
+        algo_params = mp.model_copy(
+            update={"algorithm": name, **({"adapt": "head"} if name == "ridge" else {})}
+        )
         rates = {}
         for key, engine, chosen, repeats in (
             ("reference", REFERENCE, naive_batches, 1),
