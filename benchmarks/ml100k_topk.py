@@ -41,7 +41,7 @@ from benchmarks.protocol import (
     truncate_support,
     user_folds,
 )
-from metarec_tasks.data.episodes import QUERY, SUPPORT, TEST, VALIDATION
+from metarec_tasks.data.episodes import TEST, VALIDATION
 from metarec_tasks.data.features import build_vocabulary
 from metarec_tasks.evaluation.metrics import catalog_metrics, mean_ci95
 from metarec_tasks.evaluation.selection import SELECTED
@@ -52,6 +52,7 @@ from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet
 from metarec_tasks.params import load_params
 from metarec_tasks.ranking.data import EvalUsers, RankContext
+from metarec_tasks.ranking.data import eval_users as ranking_eval_users
 from metarec_tasks.ranking.episodes import NegativeSampler, item_features, user_items
 from metarec_tasks.ranking.scoring import exclusion_mask
 from metarec_tasks.selection.candidates import night_candidates
@@ -94,14 +95,8 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
     rng = np.random.default_rng([args.seed, fold])
     ctx = RankContext(catalog, item_features(catalog, sampler), sampler, rp, rng, unavailable)
 
-    def eval_users(part: pd.DataFrame) -> EvalUsers:
-        users = sorted(part[USER_KEY].unique())
-        rated = part[part["role"] == SUPPORT]
-        support = user_items(rated, catalog, rp.event_weights, users, threshold)
-        seen = user_items(rated, catalog, rp.event_weights, users).items  # never recommended back
-        query = part[(part["role"] == QUERY) & (part["value"] >= params.evaluate.relevance_threshold)]
-        rel = query.groupby(USER_KEY)[ITEM_KEY].agg(lambda s: set(catalog.item_rows(s).tolist()))
-        return EvalUsers(support, [set(rel.get(u, ())) for u in users], seen)
+    def eval_users(part: pd.DataFrame) -> EvalUsers:  # the pipeline's own rule
+        return ranking_eval_users(part, catalog, params)
 
     val = eval_users(split[split["split"] == VALIDATION])
     test_tasks = split[split["split"] == TEST]

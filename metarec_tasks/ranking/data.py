@@ -95,17 +95,19 @@ class RankData:
     first_seen: np.ndarray  # [n_items] first event time (ns), for the candidate pool
 
     def eval_users(self, tasks: pd.DataFrame, params: Params) -> EvalUsers:
-        """Users of `tasks`: support = their support positives, seen = every support item (a low-rated
-        one is no positive, but is never recommended back), relevant = query items rated ≥ the
-        threshold."""
-        catalog = self.data.catalog
-        users = sorted(tasks[USER_KEY].astype(str).unique())
-        rated = tasks[tasks["role"] == SUPPORT].assign(event_type=RATING_EVENT)
-        support = positives(rated, catalog, params, users)
-        seen = user_items(rated, catalog, {RATING_EVENT: 1.0}, users).items
-        query = tasks[(tasks["role"] == QUERY) & (tasks["value"] >= params.evaluate.relevance_threshold)]
-        rel = query.groupby(USER_KEY)[ITEM_KEY].agg(lambda s: set(catalog.item_rows(s).tolist()))
-        return EvalUsers(support, [set(rel.get(u, ())) for u in users], seen)
+        return eval_users(tasks, self.data.catalog, params)
+
+
+def eval_users(tasks: pd.DataFrame, catalog: Catalog, params: Params) -> EvalUsers:
+    """Users of `tasks`: support = their support positives, seen = every support item (a low-rated
+    one is no positive, but is never recommended back), relevant = query items rated ≥ the threshold."""
+    users = sorted(tasks[USER_KEY].astype(str).unique())
+    rated = tasks[tasks["role"] == SUPPORT].assign(event_type=RATING_EVENT)
+    support = positives(rated, catalog, params, users)
+    seen = user_items(rated, catalog, {RATING_EVENT: 1.0}, users).items
+    query = tasks[(tasks["role"] == QUERY) & (tasks["value"] >= params.evaluate.relevance_threshold)]
+    rel = query.groupby(USER_KEY)[ITEM_KEY].agg(lambda s: set(catalog.item_rows(s).tolist()))
+    return EvalUsers(support, [set(rel.get(u, ())) for u in users], seen)
 
 
 def rank_data(params: Params, data: EpisodeData, events: pd.DataFrame, items: pd.DataFrame) -> RankData:

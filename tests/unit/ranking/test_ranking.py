@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +14,7 @@ from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet, load_rank_model, save_rank_model
 from metarec_tasks.params import RankingParams, load_params
 from metarec_tasks.ranking import baselines as bl
-from metarec_tasks.ranking.data import EvalUsers, RankContext, RankData
+from metarec_tasks.ranking.data import EvalUsers, RankContext, eval_users
 from metarec_tasks.ranking.episodes import NegativeSampler, item_features, sample_episodes, user_items
 from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, rank_users, top_k
 from metarec_tasks.training.checkpoint import Checkpoints
@@ -263,8 +261,7 @@ def test_a_low_rating_is_no_positive_but_is_never_recommended_back():
             "role": ["support", "support", "query"],
         }
     )
-    holder = SimpleNamespace(data=SimpleNamespace(catalog=catalog))
-    users = RankData.eval_users(holder, tasks, DEFAULTS)
+    users = eval_users(tasks, catalog, DEFAULTS)
     assert users.support.items[0].tolist() == [2]
     assert sorted(users.seen[0].tolist()) == [1, 2]
     assert users.relevant == [{3}]
