@@ -258,6 +258,8 @@ class PublishParams(_Strict):
     warehouse_url: str  # `{source}` stands for source.kind: the demo never shares real data's warehouse
     connect_timeout_s: float = Field(gt=0)
     statement_timeout_s: float = Field(gt=0)
+    run_page_users: int = Field(ge=0)  # users whose top items reports/run.html shows
+    run_page_items: int = Field(ge=1)  # items shown per such user
 
     def url_for(self, root: Path, source: str) -> str:
         """The warehouse URL for a workspace and source: the environment wins (production credentials

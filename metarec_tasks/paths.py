@@ -183,6 +183,11 @@ class Workspace:
         return self.reports / "publish.json"
 
     @property
+    def run_page(self) -> Path:
+        """The night on one self-contained HTML page (evaluation/run_page.py), written by publish."""
+        return self.reports / "run.html"
+
+    @property
     def run_overrides(self) -> Path:
         """The committed values the last triggered run replaced in params.yaml (run_settings.py)."""
         return self.root / ".metarec" / "run-overrides.json"

@@ -73,7 +73,7 @@ YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 class MovieLens:
     ratings: pd.DataFrame  # user_id, item_id, value, timestamp (UTC datetime), source_line
     users: pd.DataFrame  # user_id, age_bucket, gender, occupation, zip_prefix
-    items: pd.DataFrame  # item_id, genres ("|"-joined), year_bucket
+    items: pd.DataFrame  # item_id, genres ("|"-joined), year_bucket, title
     source_file: str
 
 
@@ -123,7 +123,12 @@ def _read_100k(path: Path) -> MovieLens:
             }
         ),
         items=pd.DataFrame(
-            {"item_id": items["item"].astype(str), "genres": genres, "year_bucket": year_bucket(year)}
+            {
+                "item_id": items["item"].astype(str),
+                "genres": genres,
+                "year_bucket": year_bucket(year),
+                "title": items["title"],  # no feature: the run page's name for the item
+            }
         ),
         source_file="u.data",
     )
@@ -154,7 +159,12 @@ def _read_1m(path: Path) -> MovieLens:
             }
         ),
         items=pd.DataFrame(
-            {"item_id": items["item"], "genres": items["genres"], "year_bucket": year_bucket(year)}
+            {
+                "item_id": items["item"],
+                "genres": items["genres"],
+                "year_bucket": year_bucket(year),
+                "title": items["title"],
+            }
         ),
         source_file="ratings.dat",
     )

@@ -52,7 +52,7 @@ STAGE_ASSETS: dict[str, dict[str, str]] = {
     "train": {"metarec_models": "models"},
     "finetune": {"metarec_predictions": "predictions"},
     "evaluate": {"metarec_evaluation": "metrics"},
-    "publish": {"metarec_recommendations_published": "publish_receipt"},
+    "publish": {"metarec_recommendations_published": "publish_receipt", "metarec_run_page": "run_page"},
 }
 
 

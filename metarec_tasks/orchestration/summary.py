@@ -100,6 +100,8 @@ def _render(params: Params, root: Path, users: int, top: int) -> str:
         for user, group in sample.groupby("user_id", sort=True):
             shown = ", ".join(f"{r.item_id} ({r.score:.2f})" for r in group.itertuples())
             lines.append(f"  top {top} for {user}: {shown}")
+    if ws.run_page.is_file():  # the whole night on one page, charts included
+        lines.append(f"Run page: {ws.run_page.resolve().as_uri()}")
     return "\n".join(lines)
 
 

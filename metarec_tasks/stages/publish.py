@@ -4,7 +4,7 @@ The baseline half of the gate was decided by `evaluate`; the champion half needs
 DVC cannot track, so it lives here. Whatever the decision, the run is recorded with its reason and
 its producer (the candidate whose rows are published: the night's selection, or the rating model when
 `ranking.objective` is rating); recommendation rows are written only for a published (or
-force-published) run.
+force-published) run. Last, the night's run page (`reports/run.html`) gathers it all on one page.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from metarec_tasks.evaluation.run_page import write_run_page
 from metarec_tasks.evaluation.tables import MODEL
 from metarec_tasks.files import write_json
 from metarec_tasks.params import Params
@@ -78,9 +79,11 @@ def run(params: Params, ws: Workspace) -> dict[str, Any]:
         "published": record.published,
         "reason": reason,
         "recommendation_rows": outcome.rows,
+        "producer": (produced_by or {}).get("candidate"),
         "champion": current["run_id"] if current else None,
         "warehouse": engine.url.render_as_string(hide_password=True),
     }
     write_json(ws.publish_receipt, receipt)
-    log.info("publish: %s (%s)", status, reason)
+    page = write_run_page(ws, params, receipt, quality, metrics, recs)
+    log.info("publish: %s (%s); run page %s", status, reason, page.as_uri())
     return receipt

@@ -41,6 +41,7 @@ def test_dag_wiring_schedule_and_params(dagbag):
     # every stage declares what it produces: lineage in the Assets view
     outlets = {t.task_id: {a.name for a in t.outlets} for t in dag.tasks if t.task_id in STAGES}
     assert all(outlets.values()) and "metarec_recommendations_published" in outlets["publish"]
+    assert "metarec_run_page" in outlets["publish"]  # the run page's file:// URI in the Assets view
     assert {"run_date", "algorithm", "meta_epochs", "force_publish"} <= set(dag.params.keys())
 
 

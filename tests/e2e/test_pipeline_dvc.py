@@ -23,6 +23,7 @@ def test_dvc_repro_end_to_end_then_no_op(workspace):
 
     receipt = json.loads((workspace / "reports" / "publish.json").read_text())
     assert receipt["published"] and receipt["recommendation_rows"] > 0
+    _run_page_is_a_dvc_output_with_the_charts(workspace, receipt)
     metrics = json.loads((workspace / "reports" / "metrics.json").read_text())["predictors"]
     assert metrics["model"]["mae"] < metrics["global_mean"]["mae"]
     _published_topk_is_ranked_and_clean(workspace, metrics)
@@ -48,6 +49,23 @@ def test_a_param_change_reruns_only_downstream_stages(workspace):
     for stage in ("ingest", "validate", "episodes", "train"):
         assert f"Stage '{stage}' didn't change" in out
     assert "Running stage 'finetune'" in out
+
+
+def _run_page_is_a_dvc_output_with_the_charts(workspace, receipt):
+    """reports/run.html: publish's DVC output, every chart of reports/figures embedded, and the path
+    printed by `metarec summary` (what `make run` ends with)."""
+    import yaml
+
+    page = (workspace / "reports" / "run.html").read_text()
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]["publish"]
+    assert "reports/run.html" in {out["path"] for out in lock["outs"]}
+    assert f"MetaRec run {receipt['run_id']}" in page and "Decision: Published" in page
+    charts = list((workspace / "reports" / "figures").glob("*.png"))
+    assert charts and page.count('src="data:image/png;base64,') == len(charts)
+    summary = subprocess.run(
+        [str(BIN / "metarec"), "--root", str(workspace), "summary"], capture_output=True, text=True
+    )
+    assert summary.stdout.splitlines()[-1] == f"Run page: {(workspace / 'reports' / 'run.html').as_uri()}"
 
 
 def _published_topk_is_ranked_and_clean(workspace, metrics):

@@ -29,6 +29,7 @@ def test_ml100k_maps_onto_the_contract(ml100k):
     assert ml100k.users[["age_bucket", "gender", "occupation", "zip_prefix"]].notna().all().all()
     assert ml100k.items["genres"].str.contains("Drama").sum() > 500
     assert ml100k.items["year_bucket"].value_counts().index[0] == "1990s"
+    assert ml100k.items.set_index("item_id").loc["1", "title"] == "Toy Story (1995)"
 
 
 def test_replay_keeps_order_and_fills_the_window(ml100k):
@@ -70,5 +71,6 @@ def test_ml1m_format(tmp_path):
     assert users.loc["1", "age_bucket"] == "<18" and users.loc["2", "age_bucket"] == "56+"
     assert users.loc["2", "occupation"] == "self-employed"
     assert ml.items.set_index("item_id").loc["10", "year_bucket"] == "1990s"
+    assert ml.items.set_index("item_id").loc["10", "title"] == "Toy Story (1995)"  # the run page shows it
     replayed = replay_into_window(ml.ratings, date(2026, 1, 1), date(2026, 1, 1))
     assert replayed.dt.date.eq(date(2026, 1, 1)).all()

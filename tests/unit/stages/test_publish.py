@@ -1,5 +1,5 @@
 """The publish stage on hand-made inputs: the record names the producer, a worse challenger keeps the
-champion's rows, a gate with a missing metric rejects without a crash."""
+champion's rows, a gate with a missing metric rejects without a crash; the run page is written."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def test_the_record_names_the_producer_of_the_published_rows(tiny_params, ws):
     assert made_by["candidate"] == "model" and latest == ["model"]
     assert made_by["parts"]["model"]["algorithm"] == tiny_params.ranking.meta.algorithm
     assert made_by["model_hashes"] == {"model": file_md5(ws.rank_model_file)}
+    page = ws.run_page.read_text()  # the night's page, even without charts or an item table
+    assert f"MetaRec run {tiny_params.run.run_id}" in page and "Decision: Published" in page
+    assert receipt["producer"] == "model" and "No charts this run." in page
 
 
 def test_a_worse_challenger_keeps_the_champions_rows(tiny_params, ws):
