@@ -3,7 +3,8 @@
 and in the validation metric, so every guarantee below holds for both.
 
 The loop owns:
-- epochs with a progress line (`epoch i/N`, ETA), the best-state snapshot and patience;
+- epochs with a progress line (`epoch i/N`, ETA; on a terminal also a bar), the best-state snapshot
+  and patience;
 - the NaN rules: a non-finite meta-loss, or a validation metric that turns NaN, stops the run with
   `NonFiniteLossError` before any model file is written; a validation with nothing to score (no
   validation user, or none with a relevant item) keeps the latest epoch instead of the starting point;
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from metarec_tasks.errors import NonFiniteLossError
 from metarec_tasks.files import atomic_path
@@ -119,7 +121,10 @@ def fit(
         started = time.perf_counter()
         algorithm.start_epoch(epoch)
         total, tasks = 0.0, 0
-        for batch in batches(epoch):
+        # rank 0 on a terminal gets a bar per epoch, cleared before the epoch line; logs get none
+        bar_off = None if world.is_main else True  # tqdm's None: off unless stderr is a terminal
+        desc = f"meta epoch {epoch + 1}/{mp.epochs}"
+        for batch in tqdm(batches(epoch), desc, leave=False, unit="batch", disable=bar_off):
             loss = meta_gradients(model, optimizer, algorithm, batch, world, autocast(device, mp.amp))
             check_finite(loss, f"meta epoch {epoch}")
             optimizer.step()
