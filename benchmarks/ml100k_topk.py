@@ -48,10 +48,11 @@ from metarec_tasks.evaluation.selection import SELECTED
 from metarec_tasks.evaluation.tables import SUPPORT_BUCKETS
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.logs.movielens import read_movielens
+from metarec_tasks.meta import ALGORITHMS
 from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet
 from metarec_tasks.params import load_params
-from metarec_tasks.ranking.data import EvalUsers, RankContext
+from metarec_tasks.ranking.data import EvalUsers, RankContext, ranking_prior
 from metarec_tasks.ranking.data import eval_users as ranking_eval_users
 from metarec_tasks.ranking.episodes import NegativeSampler, item_features, user_items
 from metarec_tasks.ranking.scoring import exclusion_mask
@@ -93,14 +94,18 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
     sampler = NegativeSampler(counts, rp.negative_alpha)
     unavailable = np.zeros(len(catalog.item_ids), bool)
     rng = np.random.default_rng([args.seed, fold])
-    ctx = RankContext(catalog, item_features(catalog, sampler), sampler, rp, rng, unavailable)
 
     def eval_users(part: pd.DataFrame) -> EvalUsers:  # the pipeline's own rule
         return ranking_eval_users(part, catalog, params)
 
     val = eval_users(split[split["split"] == VALIDATION])
     test_tasks = split[split["split"] == TEST]
-    dims = RankDims.from_vocab(vocab, rp.dim)
+    interactions = user_items(train_events, catalog, rp.event_weights)  # the baselines' statistics
+    prior = None if rp.prior == "none" else ranking_prior(params, catalog, interactions, val, unavailable)
+    ctx = RankContext(catalog, item_features(catalog, sampler), sampler, rp, rng, unavailable, prior)
+    dims = RankDims.from_vocab(
+        vocab, rp.dim, prior is not None, rp.prior_weight, prior.buckets if prior else 1
+    )
 
     started = time.perf_counter()
     torch.manual_seed(args.seed + fold)
@@ -128,7 +133,6 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
     # The pipeline's own selection: every candidate tuned, the blend learned, the challenger chosen —
     # on this fold's validation users only.
     device = torch.device("cpu")
-    interactions = user_items(train_events, catalog, rp.event_weights)  # the baselines' statistics
     candidates = night_candidates(params, ctx, interactions, val, device, rankers, pretrained)
     excluded_val = exclusion_mask(val.seen, unavailable).numpy()
     selection = select(candidates, val, excluded_val, K, params.selection)
@@ -158,8 +162,25 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
     return rows, info
 
 
-def summarize(frame: pd.DataFrame, best: str) -> dict:
-    out: dict = {"overall": {}, "by_support": {}, "paired_tests": {}}
+def paired_tests(full: pd.DataFrame, best: str, skip: set[str]) -> dict:
+    """`best` − every other predictor (not in `skip`), paired over the test users' Recall@K."""
+    out = {}
+    for name in full.columns:
+        if name == best or name in skip:
+            continue
+        diff = full[best] - full[name]
+        differs = bool((diff != 0).any())
+        out[name] = {
+            "mean_difference": float(diff.mean()),
+            "ci95": mean_ci95(diff.to_numpy())[1],
+            "wilcoxon_p": float(stats.wilcoxon(full[best], full[name]).pvalue) if differs else 1.0,
+            "ttest_rel_p": float(stats.ttest_rel(full[best], full[name]).pvalue) if differs else 1.0,
+        }
+    return out
+
+
+def summarize(frame: pd.DataFrame, best: str, best_meta: str) -> dict:
+    out: dict = {"overall": {}, "by_support": {}}
     for (support, name), part in frame.groupby(["support", "predictor"]):
         entry = {"users": len(part)}
         for metric in (f"recall@{K}", f"ndcg@{K}"):
@@ -169,18 +190,9 @@ def summarize(frame: pd.DataFrame, best: str) -> dict:
     full = frame[frame["support"] == FULL].pivot_table(
         index=[USER_KEY, "fold"], columns="predictor", values=f"recall@{K}"
     )
-    for name in full.columns:
-        if name in (best, SELECTED):
-            continue
-        diff = full[best] - full[name]
-        out["paired_tests"][name] = {
-            "mean_difference": float(diff.mean()),
-            "ci95": mean_ci95(diff.to_numpy())[1],
-            "wilcoxon_p": float(stats.wilcoxon(full[best], full[name]).pvalue) if (diff != 0).any() else 1.0,
-            "ttest_rel_p": float(stats.ttest_rel(full[best], full[name]).pvalue)
-            if (diff != 0).any()
-            else 1.0,
-        }
+    out["paired_tests"] = paired_tests(full, best, {SELECTED})
+    metas = {n for n in full.columns if n.startswith("meta_")}
+    out["paired_tests_meta"] = paired_tests(full, best_meta, metas | {SELECTED, "blend"})
     curve = {}
     for support, entries in out["by_support"].items():
         if best in entries and "popularity" in entries:
@@ -220,6 +232,15 @@ def markdown(report: dict) -> str:
             f"| {name} | {t['mean_difference']:+.4f} ± {t['ci95']:.4f} "
             f"| {t['wilcoxon_p']:.2g} | {t['ttest_rel_p']:.2g} |"
         )
+    meta = report["best_meta_model"]
+    lines += ["", f"Paired tests over test users ({meta}, the best meta model by validation recall, "]
+    lines[-1] += f"− each baseline, Recall@{K}):"
+    lines += ["", "| baseline | mean difference | Wilcoxon p | paired t p |", "|---|---|---|---|"]
+    for name, t in report["paired_tests_meta"].items():
+        lines.append(
+            f"| {name} | {t['mean_difference']:+.4f} ± {t['ci95']:.4f} "
+            f"| {t['wilcoxon_p']:.2g} | {t['ttest_rel_p']:.2g} |"
+        )
     lines += ["", f"Cold-start curve (support truncated to s ratings), Recall@{K}:", ""]
     names = sorted(next(iter(report["by_support"].values()), {}))
     lines += ["| s | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -235,7 +256,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ml-100k")
     parser.add_argument("--quick", action="store_true", help="one fold, few epochs")
     parser.add_argument("--folds", type=int, default=None, help="run only the first N folds")
-    parser.add_argument("--algorithms", nargs="+", default=["metasgd", "maml", "fomaml", "mamlpp", "reptile"])
+    parser.add_argument("--algorithms", nargs="+", default=sorted(ALGORITHMS))
     parser.add_argument("--buckets", nargs="+", type=int, default=list(SUPPORT_BUCKETS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], help="params overrides, e.g. ranking.dim=64")
@@ -284,6 +305,7 @@ def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, a
         for n in fold_info[0]["val_recall"]
     }
     best = SELECTED  # the pipeline's choice on each fold's validation users
+    best_meta = max((n for n in val_means if n.startswith("meta_")), key=val_means.get)
     return {
         "command": "python " + " ".join(sys.argv),
         "protocol": {**protocol.__dict__, "k": K, "relevance_threshold": params.evaluate.relevance_threshold},
@@ -295,10 +317,10 @@ def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, a
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "validation_recall": val_means,
-        "best_meta_model": max((n for n in val_means if n.startswith("meta_")), key=val_means.get),
+        "best_meta_model": best_meta,
         "challengers": [f["challenger"] for f in fold_info],
         "folds": fold_info,
-        **summarize(frame, best),
+        **summarize(frame, best, best_meta),
     }
 
 

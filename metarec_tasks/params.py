@@ -150,6 +150,7 @@ class RatingMetaParams(MetaParams):
 
 RankingObjective = Literal["rating", "ranking", "both"]
 RankingLoss = Literal["softmax", "bpr"]
+RankingPrior = Literal["none", "ease"]
 
 
 class RankingParams(_Strict):
@@ -165,6 +166,9 @@ class RankingParams(_Strict):
     negatives: int = Field(ge=1)  # sampled negatives per task (support and query alike)
     negative_alpha: float = Field(ge=0)  # negatives ~ popularity^alpha (0: uniform)
     dim: int = Field(ge=1)  # user/item representation size (score = dot product + item bias)
+    prior: RankingPrior  # ease: + a per-user weight x the EASE score of the support (ranking/prior.py)
+    prior_weight: float  # the per-user prior weight's starting value (the prior is scaled to unit std)
+    prior_folds: int = Field(ge=2)  # cross-fitting folds of the training users' prior
     meta: MetaParams  # the ranker's meta-learning block (the same keys as the top-level `meta`)
     max_support: int = Field(ge=1)  # support interactions of a meta-training episode, at most
     max_query: int = Field(ge=1)  # query positives of a meta-training episode, at most

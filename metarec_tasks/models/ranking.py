@@ -4,7 +4,13 @@
   multi-hot feature embeddings, summed; a per-item bias (popularity, learned);
 - user tower (`mlp.*`): the user's categorical features, embedded, summed, one linear layer;
 - `head.user`: a vector added to the user tower's output — the per-user state the inner loop adapts
-  (`ranking.meta.adapt` = head), MeLU-style `mlp` also adapts the user tower.
+  (`ranking.meta.adapt` = head), MeLU-style `mlp` also adapts the user tower;
+- with the item-item prior (`dims.prior`, `ranking/prior.py`): `head.prior`, the user's weight on
+  the EASE score of their support set (a per-row item feature), adapted with the user vector, and
+  two gates per support-size bucket (`encoder.prior_gate`, `encoder.bias_gate`, shared): how much
+  is known about a user sets the starting mix of popularity (the item bias) and item-item prior:
+
+      score = <user vector, item vector> + (1 + bias_gate[k]) · bias + (head.prior + prior_gate[k]) · prior
 Parameter names follow the rating network's prefixes so `model.split_params` and every algorithm of
 `metarec_tasks.meta` apply unchanged. `forward(..., part=...)` exposes the two towers so `functional_call`
 can compute user vectors per task and the item table once.
@@ -22,6 +28,7 @@ from torch import nn
 from metarec_tasks.data.features import Vocabulary
 from metarec_tasks.models.io import atomic_save, cpu_state, restore, safe_load
 from metarec_tasks.models.rating import Features
+from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET
 
 RANK_FORMAT = "metarec-rank-model/1"
 
@@ -33,15 +40,28 @@ class RankDims:
     item_multi_sizes: dict[str, int]
     n_item_ids: int
     dim: int
+    prior: bool = False  # score + head.prior x the item-item prior of the support set
+    prior_weight: float = 1.0  # head.prior's starting value
+    support_buckets: int = 1  # support-size buckets of the prior's gates
 
     @classmethod
-    def from_vocab(cls, vocab: Vocabulary, dim: int) -> RankDims:
+    def from_vocab(
+        cls,
+        vocab: Vocabulary,
+        dim: int,
+        prior: bool = False,
+        prior_weight: float = 1.0,
+        support_buckets: int = 1,
+    ) -> RankDims:
         return cls(
             user_cat_sizes=[len(vocab.user[n]) for n in vocab.user_features("categorical")],
             item_cat_sizes=[len(vocab.item[n]) for n in vocab.item_features("categorical")],
             item_multi_sizes={n: len(vocab.item[n]) for n in vocab.item_features("multi_hot")},
             n_item_ids=len(vocab.item_ids),
             dim=dim,
+            prior=prior,
+            prior_weight=prior_weight,
+            support_buckets=support_buckets,
         )
 
 
@@ -56,6 +76,11 @@ class ItemTower(nn.Module):
             {name: nn.Linear(n, d, bias=False) for name, n in dims.item_multi_sizes.items()}
         )
         self.user_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in dims.user_cat_sizes)
+        if dims.prior:
+            self.bias_gate = nn.Embedding(dims.support_buckets, 1)
+            self.prior_gate = nn.Embedding(dims.support_buckets, 1)
+            nn.init.zeros_(self.bias_gate.weight)
+            nn.init.zeros_(self.prior_gate.weight)
         for emb in [self.item_id, *self.item_embeddings, *self.user_embeddings]:
             nn.init.normal_(emb.weight, std=0.05)
         nn.init.zeros_(self.item_bias.weight)
@@ -79,11 +104,13 @@ class ItemTower(nn.Module):
 
 
 class UserHead(nn.Module):
-    """The per-user vector's starting point (meta-learned); adapted on the support set."""
+    """The per-user state's starting point (meta-learned); adapted on the support set."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dims: RankDims):
         super().__init__()
-        self.user = nn.Parameter(torch.zeros(dim))
+        self.user = nn.Parameter(torch.zeros(dims.dim))
+        if dims.prior:
+            self.prior = nn.Parameter(torch.tensor(float(dims.prior_weight)))
 
 
 class RankNet(nn.Module):
@@ -94,7 +121,7 @@ class RankNet(nn.Module):
         self.mlp = nn.Linear(dims.dim, dims.dim)
         nn.init.zeros_(self.mlp.weight)
         nn.init.zeros_(self.mlp.bias)
-        self.head = UserHead(dims.dim)
+        self.head = UserHead(dims)
 
     def user_vector(self, user: Features) -> torch.Tensor:
         return self.mlp(self.encoder.users(user)) + self.head.user
@@ -103,19 +130,36 @@ class RankNet(nn.Module):
         self, user: Features | None, item: Features | None, encoded: Any = None, part: str = "score"
     ) -> Any:
         """Per-row scores; `part="user"` → user vectors, `part="item"` → (item vectors, item biases),
-        `part="encode"` → the item tower's output for these rows, which `encoded` takes back so the
-        inner loop embeds a task's rows once, not once per step (the tower is never adapted)."""
+        `part="weights"` → (bias scale, prior weight) of a task's support bucket, `part="encode"` →
+        the item tower's output for these rows, which `encoded` takes back so the inner loop embeds
+        a task's rows once, not once per step (the tower is never adapted)."""
         if part == "user":
             return self.user_vector(user)
         if part == "item":
             return self.encoder.items(item)
-        if part == "encode":
-            return (self.encoder.users(user), *self.encoder.items(item))
-        if encoded is None:
-            encoded = (self.encoder.users(user), *self.encoder.items(item))
-        user_features, vectors, bias = encoded
+        if part == "weights":
+            return self.prior_weights(item[SUPPORT_BUCKET])
+        if part == "encode" or encoded is None:
+            encoded = (
+                self.encoder.users(user),
+                *self.encoder.items(item),
+                item.get(PRIOR_KEY),
+                item.get(SUPPORT_BUCKET),
+            )
+            if part == "encode":
+                return encoded
+        user_features, vectors, bias, prior, bucket = encoded
         user_vector = self.mlp(user_features) + self.head.user
-        return (user_vector * vectors).sum(-1) + bias
+        score = (user_vector * vectors).sum(-1)
+        if not self.dims.prior:
+            return score + bias
+        bias_scale, prior_weight = self.prior_weights(bucket)
+        return score + bias_scale * bias + prior_weight * prior
+
+    def prior_weights(self, bucket: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1 + bias gate, head.prior + prior gate) for support-size buckets `bucket`."""
+        enc = self.encoder
+        return 1.0 + enc.bias_gate(bucket).squeeze(-1), self.head.prior + enc.prior_gate(bucket).squeeze(-1)
 
 
 def save_rank_model(path: Path, model: RankNet, metadata: dict[str, Any], algorithm_state: dict) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from metarec_tasks.errors import ConfigError
 from metarec_tasks.meta import build_algorithm
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.functional import VECTORIZED, make_engine
@@ -56,4 +57,9 @@ def load_adapting_ranker(
     """A saved ranking network and the algorithm that adapts it (with the `ranking.loss` objective)."""
     model, metadata, state = load_rank_model(path, device)
     rp = params.ranking
+    if model.dims.prior != (rp.prior != "none"):
+        raise ConfigError(
+            f"{path}: trained with ranking.prior {metadata.get('prior', 'none')}, params.yaml says "
+            f"{rp.prior}: re-run the train stage (dvc repro) after changing ranking.prior"
+        )
     return model, load_adapting(model, metadata, state, rp.meta, make_engine(rp.loss), algorithm)

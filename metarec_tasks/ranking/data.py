@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec_tasks.data.episodes import QUERY, SUPPORT, TRAIN, user_split
+from metarec_tasks.data.episodes import QUERY, SUPPORT, TRAIN, VALIDATION, user_split
 from metarec_tasks.data.loader import EpisodeData
 from metarec_tasks.logs.contract import AVAILABLE_COLUMN, FALSE_VALUES, ITEM_KEY, RATING_EVENT, USER_KEY
 from metarec_tasks.meta.tasks import Catalog, TaskBatch
 from metarec_tasks.models.rating import Features
 from metarec_tasks.params import Params, RankingParams
+from metarec_tasks.ranking.baselines import interaction_matrix
 from metarec_tasks.ranking.episodes import (
     NegativeSampler,
     UserItems,
@@ -29,6 +30,7 @@ from metarec_tasks.ranking.episodes import (
     ranking_batch,
     user_items,
 )
+from metarec_tasks.ranking.prior import ItemPrior, bucket_count, fit_prior
 
 SERVING_NEGATIVES_SEED = 0  # adaptation for scoring draws its negatives from this fixed seed
 
@@ -43,6 +45,7 @@ class RankContext:
     rp: RankingParams
     rng: np.random.Generator
     unavailable: np.ndarray  # [n_items] bool
+    prior: ItemPrior | None = None  # the item-item prior in the ranker's score (`ranking.prior`)
 
     def batch(self, users: UserItems, support, query, rng: np.random.Generator | None = None) -> TaskBatch:
         return ranking_batch(
@@ -56,7 +59,12 @@ class RankContext:
             query,
             rng or self.rng,
             shared_negatives=rng is not None,
+            prior=self.prior,
         )
+
+    def prior_scores(self, support: UserItems) -> torch.Tensor | None:
+        """[users, n_items] the prior of each support set (None without a prior)."""
+        return None if self.prior is None else self.prior.scores(support.user_rows, support.items)
 
     def support_batch(self, support: UserItems) -> TaskBatch:
         """Tasks whose support is given (evaluation, serving); the query set is a dummy copy.
@@ -127,10 +135,35 @@ def rank_data(params: Params, data: EpisodeData, events: pd.DataFrame, items: pd
     first_seen[catalog.item_rows(first.index)] = first.astype("int64").to_numpy(float)
     sampler = NegativeSampler(counts, rp.negative_alpha)
     rng = np.random.default_rng(params.run.seed)
-    ctx = RankContext(
-        catalog, item_features(catalog, sampler), sampler, rp, rng, unavailable_items(items, catalog)
-    )
+    unavailable = unavailable_items(items, catalog)
+    prior = None
+    if rp.prior != "none":
+        val = eval_users(data.split(VALIDATION), catalog, params)
+        prior = ranking_prior(params, catalog, interactions, val, unavailable)
+    ctx = RankContext(catalog, item_features(catalog, sampler), sampler, rp, rng, unavailable, prior)
     return RankData(data, events, train, interactions, ctx, counts, first_seen)
+
+
+def ranking_prior(
+    params: Params, catalog: Catalog, interactions: UserItems, val: EvalUsers, unavailable: np.ndarray
+) -> ItemPrior:
+    """The EASE prior of every training interaction, λ chosen on `val` (validation users; see
+    `ranking/prior.py`)."""
+    n_items = len(catalog.item_ids)
+    return fit_prior(
+        interaction_matrix(interactions.items, interactions.weights, n_items),
+        interactions.user_rows,
+        len(catalog.user_ids),
+        interaction_matrix(val.support.items, val.support.weights, n_items),
+        exclusion_mask(val.seen, unavailable).numpy(),
+        val.relevant,
+        params.selection.ease_lambdas,
+        params.selection.ease_max_items,
+        params.ranking.prior_folds,
+        params.evaluate.catalog_k,
+        params.run.seed,
+        bucket_count(max(params.ranking.max_support, params.episodes.max_support)),
+    )
 
 
 def positives(events: pd.DataFrame, catalog: Catalog, params: Params, users=None) -> UserItems:
@@ -149,6 +182,14 @@ def unavailable_items(items: pd.DataFrame, catalog: Catalog) -> np.ndarray:
         off = items.loc[flags.isin(FALSE_VALUES).to_numpy(), ITEM_KEY].astype(str)
         known = set(catalog.item_ids)
         mask[catalog.item_rows([i for i in off if i in known])] = True
+    return mask
+
+
+def exclusion_mask(seen: list[np.ndarray], unavailable: np.ndarray) -> torch.Tensor:
+    """[T, n_items] True where an item may not be recommended: already seen, or unavailable."""
+    mask = torch.as_tensor(np.asarray(unavailable, bool)).repeat(len(seen), 1)
+    for t, rows in enumerate(seen):
+        mask[t, torch.as_tensor(rows, dtype=torch.long)] = True
     return mask
 
 

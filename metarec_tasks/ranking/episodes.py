@@ -18,6 +18,7 @@ from metarec_tasks.logs.contract import ITEM_KEY, RATING_EVENT, USER_KEY
 from metarec_tasks.meta.objectives import LOG_Q
 from metarec_tasks.meta.tasks import Catalog, InteractionSet, TaskBatch
 from metarec_tasks.models.rating import Features
+from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET, ItemPrior, support_buckets
 
 
 @dataclass
@@ -101,8 +102,11 @@ def ranking_set(
     weights: list[np.ndarray],
     negatives: np.ndarray,
     known: list[np.ndarray],
+    prior: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> InteractionSet:
-    """[T, max positives + negatives] rows; positives first, then the sampled negatives."""
+    """[T, max positives + negatives] rows; positives first, then the sampled negatives; `prior`
+    ([T, n_items] item-item prior of each task's support, [T] its support-size bucket) becomes two
+    per-row item features."""
     tasks, n_neg = negatives.shape
     width = max((len(p) for p in positives), default=0) + n_neg
     rows = np.full((tasks, width), -1, np.int64)
@@ -115,9 +119,14 @@ def ranking_set(
     mask = rows >= 0
     safe = torch.as_tensor(np.where(mask, rows, 0))
     users = torch.as_tensor(user_rows)[:, None].expand_as(safe)
+    row_items = {k: v[safe] for k, v in items.items()}
+    if prior is not None:
+        scores, buckets = prior
+        row_items[PRIOR_KEY] = torch.gather(scores, 1, safe) * torch.as_tensor(mask)
+        row_items[SUPPORT_BUCKET] = buckets[:, None].expand_as(safe)
     return InteractionSet(
         user={k: v[users] for k, v in catalog.users.items()},
-        item={k: v[safe] for k, v in items.items()},
+        item=row_items,
         target=torch.as_tensor(target),
         mask=torch.as_tensor(mask),
         item_rows=torch.as_tensor(rows),
@@ -135,9 +144,11 @@ def ranking_batch(
     query: tuple[list[np.ndarray], list[np.ndarray]],
     rng: np.random.Generator,
     shared_negatives: bool = False,
+    prior: ItemPrior | None = None,
 ) -> TaskBatch:
     """Support and query sets of `users`; `shared_negatives` gives every task the same negatives (serving:
-    a user's adapted vector then never depends on which other users share the chunk)."""
+    a user's adapted vector then never depends on which other users share the chunk); with `prior`,
+    both sets' rows carry the item-item prior of the support positives."""
     known = [np.union1d(s, q) for s, q in zip(support[0], query[0], strict=True)]
 
     def negatives() -> np.ndarray:
@@ -145,7 +156,14 @@ def ranking_batch(
             return np.broadcast_to(sampler.draw(1, n_neg, rng), (len(users), n_neg))
         return sampler.draw(len(users), n_neg, rng)
 
-    sets = [ranking_set(catalog, items, user_rows, pos, w, negatives(), known) for pos, w in (support, query)]
+    scores = None
+    if prior is not None:
+        sizes = np.asarray([len(s) for s in support[0]])
+        scores = (prior.scores(user_rows, support[0]), support_buckets(sizes, prior.buckets))
+    sets = [
+        ranking_set(catalog, items, user_rows, pos, w, negatives(), known, scores)
+        for pos, w in (support, query)
+    ]
     return TaskBatch(list(users), torch.as_tensor(user_rows), sets[0], sets[1])
 
 

@@ -15,8 +15,9 @@ from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.models.rating import Features, ParamDict, split_params
 from metarec_tasks.params import RankingParams
-from metarec_tasks.ranking.data import RankContext, items_on
+from metarec_tasks.ranking.data import RankContext, exclusion_mask, items_on
 from metarec_tasks.ranking.episodes import UserItems
+from metarec_tasks.ranking.prior import SUPPORT_BUCKET
 from metarec_tasks.training.runtime import to_device
 
 
@@ -47,15 +48,29 @@ def item_table(model, shared: ParamDict, items: Features) -> tuple[torch.Tensor,
 
 
 def score_items(
-    model, algorithm: MetaAlgorithm, batch: TaskBatch, steps: int, items: Features
+    model,
+    algorithm: MetaAlgorithm,
+    batch: TaskBatch,
+    steps: int,
+    items: Features,
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """[T, n_items] scores of every item in `items` for every task of `batch` (adapted on its support)."""
+    """[T, n_items] scores of every item in `items` for every task of `batch` (adapted on its support);
+    `prior` ([T, n_items], `RankContext.prior_scores`) is the item-item prior of a model that has one."""
     adapted, shared = adapted_users(model, algorithm, batch, steps)
     with torch.no_grad():
         user = {k: v[:, 0] for k, v in batch.support.user.items()}
         vectors = user_vectors(model, adapted, shared, user)
         table, bias = item_table(model, shared, items)
-        return vectors @ table.T + bias
+        if not model.dims.prior:
+            return vectors @ table.T + bias
+        bucket = batch.support.item[SUPPORT_BUCKET][:, 0]
+        bias_scale, weight = vmap(
+            lambda p, b: functional_call(
+                model, {**shared, **p}, (None, {SUPPORT_BUCKET: b}), {"part": "weights"}
+            )
+        )(adapted, bucket)
+        return vectors @ table.T + bias_scale[:, None] * bias + weight[:, None] * prior.to(vectors.device)
 
 
 def rank_users(
@@ -78,7 +93,7 @@ def rank_users(
     for start in range(0, len(support), chunk):
         part = support.subset(np.arange(start, min(start + chunk, len(support))))
         batch = to_device(ctx.support_batch(part), device)
-        scores = score_items(model, algorithm, batch, steps, items)
+        scores = score_items(model, algorithm, batch, steps, items, ctx.prior_scores(part))
         if require_finite and not bool(torch.isfinite(scores).all()):
             return None
         part_seen = part.items if seen is None else seen[start : start + len(part)]
@@ -95,14 +110,6 @@ def candidate_pool(counts: np.ndarray, first_seen: np.ndarray, rp: RankingParams
     popular = np.argsort(-np.asarray(counts), kind="stable")[: rp.pool_popular]
     recent = np.argsort(-np.asarray(first_seen), kind="stable")[: rp.pool_recent]
     return np.union1d(popular, recent).astype(np.int64)
-
-
-def exclusion_mask(seen: list[np.ndarray], unavailable: np.ndarray) -> torch.Tensor:
-    """[T, n_items] True where an item may not be recommended: already seen, or unavailable."""
-    mask = torch.as_tensor(np.asarray(unavailable, bool)).repeat(len(seen), 1)
-    for t, rows in enumerate(seen):
-        mask[t, torch.as_tensor(rows, dtype=torch.long)] = True
-    return mask
 
 
 def top_k(scores: torch.Tensor, excluded: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:

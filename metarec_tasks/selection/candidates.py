@@ -65,7 +65,8 @@ def ranker_scorer(model, algorithm, ctx: RankContext, steps: int, chunk: int, de
         for start in range(0, len(support), chunk):
             part = support.subset(np.arange(start, min(start + chunk, len(support))))
             batch = to_device(ctx.support_batch(part), device)
-            out.append(score_items(model, algorithm, batch, steps, items).float().cpu().numpy())
+            scores = score_items(model, algorithm, batch, steps, items, ctx.prior_scores(part))
+            out.append(scores.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(ctx.unavailable)), np.float32)
 
     return score

@@ -50,6 +50,7 @@ class Rankers:
     model: RankNet
     algorithm: MetaAlgorithm
     fit: FitResult
+    prior_lambda: float | None  # the item-item prior's EASE λ (None: no prior)
 
 
 def ranking_algorithm(rp: RankingParams, model: RankNet, name: str | None = None) -> MetaAlgorithm:
@@ -66,7 +67,11 @@ def train_ranker(params: Params, ws: Workspace, rd: RankData) -> Rankers:
     log.info(
         "ranking: %d training users, %d validation users, device %s", len(rd.train), len(val.support), device
     )
-    dims = RankDims.from_vocab(rd.data.vocab, params.ranking.dim)
+    rp = params.ranking
+    prior = rd.ctx.prior
+    dims = RankDims.from_vocab(
+        rd.data.vocab, rp.dim, prior is not None, rp.prior_weight, prior.buckets if prior else 1
+    )
     pretrained = warm_up(RankNet(dims).to(device), rd.ctx, rd.train)
     model = copy.deepcopy(pretrained)
     algorithm = ranking_algorithm(params.ranking, model)
@@ -79,7 +84,7 @@ def train_ranker(params: Params, ws: Workspace, rd: RankData) -> Rankers:
         params.evaluate.catalog_k,
         result.best_value,
     )
-    return Rankers(pretrained, model, algorithm, result)
+    return Rankers(pretrained, model, algorithm, result, rd.ctx.prior.lam if rd.ctx.prior else None)
 
 
 def meta_train(
@@ -115,7 +120,13 @@ def meta_train(
 
 def save_rankers(params: Params, ws: Workspace, rankers: Rankers) -> None:
     rp = params.ranking
-    meta = {"algorithm": rankers.algorithm.name, "adapt": rp.meta.adapt, "loss": rp.loss}
+    meta = {
+        "algorithm": rankers.algorithm.name,
+        "adapt": rp.meta.adapt,
+        "loss": rp.loss,
+        "prior": rp.prior,
+        "prior_lambda": rankers.prior_lambda,
+    }
     best = {
         "best_epoch": rankers.fit.best_epoch,
         "best_val_recall": rankers.fit.best_value,
@@ -133,6 +144,7 @@ def run_fingerprint(params: Params, ws: Workspace) -> str:
     rp = params.ranking.model_dump(mode="json", exclude={"meta": {"checkpoint_every"}})
     data = [hashlib.md5(path.read_bytes()).hexdigest() for path in (ws.tasks_file, ws.validated_events)]
     evaluation = [params.evaluate.catalog_k, params.evaluate.relevance_threshold]
+    evaluation += [params.selection.ease_lambdas, params.selection.ease_max_items]  # the prior's λ
     return fingerprint(params.run.seed, rp, params.episodes.model_dump(mode="json"), evaluation, data)
 
 
