@@ -94,6 +94,14 @@ def item_features(catalog: Catalog, sampler: NegativeSampler) -> Features:
     return {**catalog.items, LOG_Q: sampler.log_q}
 
 
+def ragged_index(lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(task, position) of every element of a list of per-task arrays — the padded layout's indices,
+    computed once instead of a Python loop over tasks."""
+    lengths = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+    task = np.repeat(np.arange(len(lists)), lengths)
+    return task, np.arange(len(task)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
 def ranking_set(
     catalog: Catalog,
     items: Features,
@@ -108,14 +116,18 @@ def ranking_set(
     ([T, n_items] item-item prior of each task's support, [T] its support-size bucket) becomes two
     per-row item features."""
     tasks, n_neg = negatives.shape
-    width = max((len(p) for p in positives), default=0) + n_neg
+    task, column = ragged_index(positives)
+    width = (int(column.max()) + 1 if len(column) else 0) + n_neg
     rows = np.full((tasks, width), -1, np.int64)
     target = np.zeros((tasks, width), np.float32)
-    for t, (pos, w) in enumerate(zip(positives, weights, strict=True)):
-        rows[t, : len(pos)] = pos
-        target[t, : len(pos)] = w
-        neg = negatives[t]
-        rows[t, width - n_neg :] = np.where(np.isin(neg, known[t]), -1, neg)
+    if len(task):
+        rows[task, column] = np.concatenate(positives)
+        target[task, column] = np.concatenate(weights)
+    is_known = np.zeros((tasks, len(catalog.item_ids)), bool)
+    known_task, _ = ragged_index(known)
+    if len(known_task):
+        is_known[known_task, np.concatenate(known)] = True
+    rows[:, width - n_neg :] = np.where(np.take_along_axis(is_known, negatives, 1), -1, negatives)
     mask = rows >= 0
     safe = torch.as_tensor(np.where(mask, rows, 0))
     users = torch.as_tensor(user_rows)[:, None].expand_as(safe)

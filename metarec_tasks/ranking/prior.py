@@ -59,10 +59,11 @@ class ItemPrior:
         """[T, n_items] prior scores of each task's support positives (cross-fitted for training users)."""
         lookup = np.full(self.n_items, -1, np.int64)
         lookup[self.columns] = np.arange(len(self.columns))
+        lengths = [len(rows) for rows in support]
+        task = np.repeat(np.arange(len(support)), lengths)
+        pooled = lookup[np.concatenate([np.zeros(0, np.int64), *support]).astype(np.int64)]
         x = torch.zeros(len(support), len(self.columns))
-        for t, rows in enumerate(support):
-            pooled = lookup[np.asarray(rows, np.int64)]
-            x[t, torch.as_tensor(pooled[pooled >= 0])] = 1.0
+        x[torch.as_tensor(task[pooled >= 0]), torch.as_tensor(pooled[pooled >= 0])] = 1.0
         pooled_scores = x @ self.full
         fold = self.fold_of[np.asarray(user_rows, np.int64)]
         for f, weights in enumerate(self.folds):

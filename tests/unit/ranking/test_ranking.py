@@ -15,7 +15,13 @@ from metarec_tasks.models.ranking import RankDims, RankNet, load_rank_model, sav
 from metarec_tasks.params import RankingParams, load_params
 from metarec_tasks.ranking import baselines as bl
 from metarec_tasks.ranking.data import EvalUsers, RankContext, eval_users
-from metarec_tasks.ranking.episodes import NegativeSampler, item_features, sample_episodes, user_items
+from metarec_tasks.ranking.episodes import (
+    NegativeSampler,
+    item_features,
+    ranking_set,
+    sample_episodes,
+    user_items,
+)
 from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, rank_users, top_k
 from metarec_tasks.training.checkpoint import Checkpoints
 from metarec_tasks.training.ranker import catalog_recall, meta_train, ranking_algorithm, warm_up
@@ -268,3 +274,18 @@ def test_a_low_rating_is_no_positive_but_is_never_recommended_back():
     excluded = exclusion_mask(users.seen, np.zeros(N_ITEMS, bool))
     _, rows = top_k(torch.arange(N_ITEMS, 0, -1, dtype=torch.float32)[None], excluded, 3)
     assert rows[0].tolist() == [0, 3, 4]
+
+
+def test_a_task_set_holds_its_positives_first_and_never_its_own_items_as_negatives():
+    catalog, _ = two_taste_world()
+    positives = [np.asarray([3, 5]), np.zeros(0, np.int64), np.asarray([7])]
+    weights = [np.asarray([1.0, 2.0], np.float32), np.zeros(0, np.float32), np.asarray([0.5], np.float32)]
+    known = [np.asarray([3, 5, 9]), np.asarray([1]), np.asarray([7])]
+    negatives = np.asarray([[9, 3, 4], [1, 2, 1], [8, 7, 0]])
+    sampler = NegativeSampler(np.ones(N_ITEMS), 0.0)
+    s = ranking_set(
+        catalog, item_features(catalog, sampler), np.arange(3), positives, weights, negatives, known
+    )
+    assert s.item_rows.tolist() == [[3, 5, -1, -1, 4], [-1, -1, -1, 2, -1], [7, -1, 8, -1, 0]]
+    assert s.target.tolist() == [[1.0, 2.0, 0, 0, 0], [0, 0, 0, 0, 0], [0.5, 0, 0, 0, 0]]
+    assert s.mask.tolist() == (s.item_rows >= 0).tolist()
