@@ -1,6 +1,7 @@
 """Issue 14's results table: every attempt at a better meta-learned ranker, kept or not.
 
-Reads the `benchmarks/ml100k_topk.py` reports in `reports/attempts/*.json` (what each tried:
+Reads the `benchmarks/ml100k_topk.py` reports in `reports/attempts/*.json` and the committed
+`reports/ml100k_topk.json` (what each tried:
 `reports/attempts/notes.yaml`) and writes `reports/attempts/attempts.md` and `.json`: per attempt and
 meta algorithm, the mean validation Recall@20 (what choices may read), the 5-fold holdout Recall@20,
 its paired difference to EASE, and the cold-start end (support 1, 3, 5).
@@ -25,9 +26,8 @@ COLD = ("1", "3", "5")
 def rows(folder: Path = FOLDER) -> list[dict]:
     notes = yaml.safe_load((folder / "notes.yaml").read_text()) or {}
     out = []
-    for path in sorted(folder.glob("*.json")):
-        if path.stem == "attempts":
-            continue
+    reports = [p for p in sorted(folder.glob("*.json")) if p.stem != "attempts"]
+    for path in [*reports, folder.parent / "ml100k_topk.json"]:  # and the committed report
         report = json.loads(path.read_text())
         overall, val = report["overall"], report["validation_recall"]
         ease = overall["ease"][f"recall@{K}"]
@@ -70,7 +70,9 @@ def markdown(table: list[dict]) -> str:
         f"(5 folds, 580 test users, Recall@{K}). Validation = mean over the folds' validation users "
         "(the only figure any choice reads); holdout = the test users. p: Wilcoxon, paired over test "
         "users, for each attempt's best meta model by validation. Cold start: Recall@20 with the support "
-        "truncated to s items, and the best single baseline's at the same s.",
+        "truncated to s items, and the best single baseline's at the same s. The meta models' episodes and "
+        "negatives come from one random stream per fold, so the same model trained in another run "
+        "(alone, or after other algorithms) lands elsewhere by about ±0.02: compare rows of one run.",
         "",
         "| attempt | what | model | validation | holdout | − EASE | p | s=1 | s=3 | s=5 |",
         "|---|---|---|---|---|---|---|---|---|---|",

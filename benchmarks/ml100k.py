@@ -38,7 +38,7 @@ from metarec_tasks.data.features import build_vocabulary
 from metarec_tasks.evaluation.tables import MODEL, per_user_scores, summarize
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.logs.movielens import read_movielens
-from metarec_tasks.meta import ALGORITHMS, TRANSFER_ALGORITHM
+from metarec_tasks.meta import ALGORITHMS, TRANSFER_ALGORITHM, supported_adapt
 from metarec_tasks.meta.baselines import BASELINES
 from metarec_tasks.models.io import load_bundle
 from metarec_tasks.orchestration.cli import parse_overrides
@@ -143,7 +143,15 @@ def choose_inner_lr(algorithm: str, params: Params, root: Path) -> float:
     best = (float("inf"), INNER_LR_GRID[0])
     for lr in INNER_LR_GRID:
         trial = with_inner_lr(params, lr).model_copy(
-            update={"meta": params.meta.model_copy(update={"algorithm": algorithm, "inner_lr": lr})}
+            update={
+                "meta": params.meta.model_copy(
+                    update={
+                        "algorithm": algorithm,
+                        "inner_lr": lr,
+                        "adapt": supported_adapt(algorithm, params.meta.adapt),
+                    }
+                )
+            }
         )
         ws = Workspace(root)
         save_rating_models(trial, ws, train_rating_model(trial, ws))
@@ -204,7 +212,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 tuned = params.model_copy(
                     update={
                         "meta": params.meta.model_copy(
-                            update={"algorithm": algorithm, "inner_lr": chosen[algorithm]}
+                            update={
+                                "algorithm": algorithm,
+                                "inner_lr": chosen[algorithm],
+                                "adapt": supported_adapt(algorithm, params.meta.adapt),
+                            }
                         )
                     }
                 )

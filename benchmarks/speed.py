@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from metarec_tasks.meta import ALGORITHMS, build_algorithm
+from metarec_tasks.meta import ALGORITHMS, build_algorithm, supported_adapt
 from metarec_tasks.meta.functional import REFERENCE, VECTORIZED, Engine
 from metarec_tasks.meta.random_tasks import random_task_batch
 from metarec_tasks.meta.tasks import TaskBatch, select
@@ -139,10 +139,7 @@ def bench_meta(mp: MetaParams, dims: NetDims, args, device: torch.device) -> dic
     ]
     naive_batches = batches[: args.naive_meta_batches]
     for name in sorted(ALGORITHMS):
-        # the closed form adapts a linear head only (ClosedFormRidge refuses anything else)
-        algo_params = mp.model_copy(
-            update={"algorithm": name, **({"adapt": "head"} if name == "ridge" else {})}
-        )
+        algo_params = mp.model_copy(update={"algorithm": name, "adapt": supported_adapt(name, mp.adapt)})
         rates = {}
         for key, engine, chosen, repeats in (
             ("reference", REFERENCE, naive_batches, 1),

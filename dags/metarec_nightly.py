@@ -8,13 +8,14 @@ and a laptop `dvc repro` execute the same code. Trigger manually with parameters
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
 from metarec_tasks.orchestration.airflow_tasks import stage_assets, workspace_root
 from metarec_tasks.orchestration.alerts import DecisionAlert, TaskFailedAlert
 from metarec_tasks.orchestration.deploy import gpu_executor_config
-from metarec_tasks.params import load_params
+from metarec_tasks.params import Algorithm, load_params
 from metarec_tasks.stages import GPU_STAGES, STAGES
 
 ORCHESTRATION = load_params(workspace_root() / "params.yaml").orchestration
@@ -68,7 +69,7 @@ def stage(name: str, queue: str = ORCHESTRATION.default_queue):
         "algorithm": Param(
             None,
             type=["null", "string"],
-            enum=[None, "maml", "fomaml", "mamlpp", "metasgd", "reptile"],
+            enum=[None, *get_args(Algorithm)],
             description="Meta-learning algorithm; default: params.yaml",
         ),
         "meta_epochs": Param(

@@ -48,6 +48,14 @@ ALGORITHMS: dict[str, Builder] = {
 }
 
 
+ADAPTS_ONLY = {"ridge": "head"}  # the closed form needs scores linear in what adapts
+
+
+def supported_adapt(name: str, adapt: str) -> str:
+    """`adapt`, or the one group algorithm `name` can adapt (benchmarks that sweep algorithms)."""
+    return ADAPTS_ONLY.get(name, adapt)
+
+
 def build_algorithm(meta: MetaParams, model: nn.Module, engine: Engine = VECTORIZED) -> MetaAlgorithm:
     if meta.algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {meta.algorithm!r}; choose from {sorted(ALGORITHMS)}")

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.multiprocessing as torch_mp
 
-from metarec_tasks.meta import ALGORITHMS, build_algorithm
+from metarec_tasks.meta import ALGORITHMS, build_algorithm, supported_adapt
 from metarec_tasks.meta.tasks import select
 from metarec_tasks.models.io import load_bundle
 from metarec_tasks.params import load_params, update_params_file
@@ -38,14 +38,10 @@ CASES = [(name, n, 4) for name in sorted(ALGORITHMS) for n in (7, 1)] + [("mamlp
 TOL = {"rtol": 1e-9, "atol": 1e-11}  # float64: only the summation order differs
 
 
-def adapt_for(name: str) -> str:
-    return "head" if name == "ridge" else "mlp"  # the closed form adapts a linear head only
-
-
 def one_step(world: World, name: str, n_tasks: int, epoch: int) -> dict:
     """Gradients (None where a parameter has none), loss and validation MAE of one meta-step."""
     model = tiny_model()
-    algorithm = build_algorithm(meta_params(name, adapt_for(name)), model).double()
+    algorithm = build_algorithm(meta_params(name, supported_adapt(name, "mlp")), model).double()
     if hasattr(algorithm, "inner_lrs"):  # learned rates that differ per entry and step
         with torch.no_grad():
             for rates in algorithm.inner_lrs.values():
@@ -93,7 +89,8 @@ def test_sharded_meta_gradients_equal_single_process(sharded, case):
     single = one_step(SINGLE, *CASES[case])
     rank0, rank1 = sharded[0][case], sharded[1][case]
     assert single["grads"].keys() == rank0["grads"].keys()
-    learned = build_algorithm(meta_params(CASES[case][0], adapt_for(CASES[case][0])), tiny_model())
+    name = CASES[case][0]
+    learned = build_algorithm(meta_params(name, supported_adapt(name, "mlp")), tiny_model())
     assert any(key.startswith("alg.") for key in single["grads"]) == any(True for _ in learned.parameters())
     if CASES[case][0] != "reptile":  # its surrogate's *gradient* is a mean over tasks, its value is not
         torch.testing.assert_close(rank0["loss"], single["loss"], **TOL)
