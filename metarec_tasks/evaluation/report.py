@@ -177,7 +177,34 @@ def _charts(
             save_figure(fig, ws.figures / "learning_curve.png")
             plt.close(fig)
             made.append(("Learning curve", "learning_curve.png"))
+    if ws.rank_train_log.exists():
+        made += _ranker_curve(ws, plt)
     return made
+
+
+def _ranker_curve(ws: Workspace, plt) -> list[tuple[str, str]]:
+    """The ranker's (the published model's) learning curve: validation recall of the current and
+    of the averaged weights, and the meta-train loss on its own axis."""
+    frame = pd.read_csv(ws.rank_train_log)
+    recall = next((c for c in frame.columns if c.startswith("val_recall@")), None)
+    if recall is None or frame[recall].dropna().empty:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(frame["epoch"], frame[recall], marker="o", label=f"validation {recall[4:]} (adapted)")
+    if "averaged" in frame and frame["averaged"].notna().any():
+        ax.plot(frame["epoch"], frame["averaged"], marker="s", label="... of the averaged weights")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(recall[4:])
+    loss = ax.twinx()
+    loss.plot(frame["epoch"], frame["train_loss"], color="grey", linestyle=":", label="meta-train loss")
+    loss.set_ylabel("ranking loss")
+    lines = ax.get_lines() + loss.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=7)
+    ax.set_title("Ranker learning curve")
+    fig.tight_layout()
+    save_figure(fig, ws.figures / "rank_learning_curve.png")
+    plt.close(fig)
+    return [("Ranker learning curve", "rank_learning_curve.png")]
 
 
 def save_figure(fig, path) -> None:

@@ -58,11 +58,16 @@ def test_write_report_draws_the_charts_and_the_table(tmp_path):
     }
     ws = Workspace(tmp_path)
     ws.reports.mkdir(parents=True)
+    ws.rank_train_log.write_text(  # the ranker's history, as write_history writes it
+        "epoch,phase,train_loss,val_recall@2,averaged,seconds\n0,meta,4.5,0.40,0.41,1.0\n1,meta,4.4,0.45,0.44,1.0\n"
+    )
     write_report(ws, params, results, {"passed": True, "reason": "ok"}, curve, scenarios)
     text = ws.report.read_text()
     assert "catalog_recall@2" in text and "hr@" not in text
     assert (ws.figures / "cold_start_curve.png").stat().st_size > 0
     assert (ws.figures / "scenarios.png").stat().st_size > 0
+    assert (ws.figures / "rank_learning_curve.png").stat().st_size > 0  # the published model's curve
+    assert "Ranker learning curve" in text
 
 
 def test_summary_columns_follow_the_params():
