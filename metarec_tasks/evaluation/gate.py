@@ -31,6 +31,8 @@ def gate(results: dict[str, dict[str, float]], ep: EvaluateParams) -> dict[str, 
     improvement = (best - model_value) if lower_is_better(name) else (model_value - best)
     passed = bool(np.isfinite(model_value) and improvement > 0)
     verb = "beats" if passed else "does not beat"
+    overlap = cis_overlap(results[MODEL], results[best_name], name)
+    noise = {True: " (95% CIs overlap: within noise)", False: " (95% CIs apart)", None: ""}[overlap]
     return {
         "passed": passed,
         "primary_metric": name,
@@ -39,8 +41,18 @@ def gate(results: dict[str, dict[str, float]], ep: EvaluateParams) -> dict[str, 
         "baseline": best,
         "improvement": improvement,
         "relative_improvement": improvement / abs(best) if best else float("nan"),
-        "reason": f"model {name} {model_value:.4f} {verb} best baseline {best_name} {best:.4f}",
+        "ci_overlap": overlap,
+        "reason": f"model {name} {model_value:.4f} {verb} best baseline {best_name} {best:.4f}{noise}",
     }
+
+
+def cis_overlap(a: dict[str, float], b: dict[str, float], metric: str) -> bool | None:
+    """Do the two predictors' 95% confidence intervals of `metric` overlap (None: no CI known)? A
+    "beats" whose intervals overlap is a point estimate, not a finding, and the reason says so."""
+    ca, cb = a.get(f"{metric}_ci95"), b.get(f"{metric}_ci95")
+    if ca is None or cb is None or not (np.isfinite(ca) and np.isfinite(cb)):
+        return None
+    return bool(abs(a[metric] - b[metric]) <= ca + cb)
 
 
 def catalog_gate(decision: dict[str, Any], results: dict[str, dict[str, float]], ep: EvaluateParams):

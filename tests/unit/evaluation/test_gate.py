@@ -27,6 +27,19 @@ def test_passes_when_the_model_beats_the_best_baseline():
     assert decision["improvement"] == pytest.approx(0.02)
     assert decision["relative_improvement"] == pytest.approx(0.02 / 0.28)
     assert "beats best baseline item_knn" in decision["reason"]
+    assert decision["ci_overlap"] is None and "CIs" not in decision["reason"]  # no CI known: no claim
+
+
+@pytest.mark.parametrize(("ci", "overlap"), [(0.015, True), (0.005, False)])
+def test_the_reason_says_when_a_win_is_within_the_confidence_intervals(ci, overlap):
+    results = {
+        "model": {"catalog_recall@20": 0.30, "catalog_recall@20_ci95": ci},
+        "popularity": {"catalog_recall@20": 0.25, "catalog_recall@20_ci95": ci},
+        "item_knn": {"catalog_recall@20": 0.28, "catalog_recall@20_ci95": ci},
+    }
+    decision = gate(results, TOPK_EP)
+    assert decision["passed"] is True and decision["ci_overlap"] is overlap
+    assert ("within noise" in decision["reason"]) is overlap
 
 
 @pytest.mark.parametrize("model", [0.27, 0.28, math.nan])
