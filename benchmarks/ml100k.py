@@ -35,6 +35,7 @@ from benchmarks.protocol import (
 )
 from metarec_tasks.data.episodes import SUPPORT, TEST, TRAIN, VALIDATION
 from metarec_tasks.data.features import build_vocabulary
+from metarec_tasks.data.text import item_text_table
 from metarec_tasks.evaluation.tables import MODEL, per_user_scores, summarize
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.logs.movielens import read_movielens
@@ -84,6 +85,9 @@ def write_fold(
     (ws.episodes / "stats.json").write_text(json.dumps({"global_mean": mean}))
     users.to_parquet(ws.validated / "users.parquet", index=False)
     items.to_parquet(ws.validated / "items.parquet", index=False)
+    names = vocab.item_features("text")  # titles, embedded once (cached in the repo workspace)
+    text = item_text_table(items, names, Workspace(ROOT).text_cache, "cpu", params.episodes.text_batch_size)
+    text.to_parquet(ws.item_text_file, index=False)
 
 
 def score_fold(ws: Workspace, params: Params, tasks: pd.DataFrame) -> pd.DataFrame:

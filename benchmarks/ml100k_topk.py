@@ -43,6 +43,7 @@ from benchmarks.protocol import (
 )
 from metarec_tasks.data.episodes import TEST, VALIDATION
 from metarec_tasks.data.features import build_vocabulary
+from metarec_tasks.data.text import item_text_table, text_lookup
 from metarec_tasks.evaluation.metrics import catalog_metrics, mean_ci95
 from metarec_tasks.evaluation.selection import SELECTED
 from metarec_tasks.evaluation.tables import SUPPORT_BUCKETS
@@ -52,6 +53,7 @@ from metarec_tasks.meta import ALGORITHMS
 from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet
 from metarec_tasks.params import load_params
+from metarec_tasks.paths import Workspace
 from metarec_tasks.ranking.data import EvalUsers, RankContext, ranking_prior
 from metarec_tasks.ranking.data import eval_users as ranking_eval_users
 from metarec_tasks.ranking.episodes import NegativeSampler, item_features, user_items
@@ -280,7 +282,11 @@ def main() -> None:
     vocab = build_vocabulary(
         params.active_features, ml.users, ml.items, ml.items[ITEM_KEY].astype(str).tolist()
     )
-    catalog = Catalog.build(vocab, ml.users, ml.items)
+    names = vocab.item_features("text")  # titles, embedded once (cached in the repo workspace)
+    text = item_text_table(
+        ml.items, names, Workspace(REPO).text_cache, "cpu", params.episodes.text_batch_size
+    )
+    catalog = Catalog.build(vocab, ml.users, ml.items, text_lookup(text, names))
     n_folds = 1 if args.quick else (args.folds or protocol.folds)
 
     args.load_average = " ".join(f"{x:.2f}" for x in os.getloadavg())

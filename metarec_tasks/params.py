@@ -71,7 +71,7 @@ class SyntheticParams(_Strict):
     unavailable_share: float = Field(ge=0, lt=1)  # items whose side-table `available` is false
 
 
-FeatureKind = Literal["categorical", "multi_hot"]
+FeatureKind = Literal["categorical", "multi_hot", "text"]
 
 
 class FeatureSpec(_Strict):
@@ -107,6 +107,7 @@ class EpisodeParams(_Strict):
     holdout_share: float = Field(gt=0, lt=1)
     validation_share: float = Field(ge=0, lt=1)
     new_entity_days: int = Field(ge=0)
+    text_batch_size: int = Field(ge=1)  # texts encoded at once (features of kind text)
 
 
 class ModelParams(_Strict):

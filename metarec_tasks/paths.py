@@ -65,6 +65,16 @@ class Workspace:
         return self.episodes / "vocab.json"
 
     @property
+    def item_text_file(self) -> Path:
+        """The items' text embeddings (`data/text.py`), one column per text feature."""
+        return self.episodes / "item_text.parquet"
+
+    @property
+    def text_cache(self) -> Path:
+        """Embeddings of every text seen so far, by hash: kept across runs, not a DVC output."""
+        return self.root / "data" / "text_cache" / "embeddings.parquet"
+
+    @property
     def episode_stats(self) -> Path:
         return self.episodes / "stats.json"
 

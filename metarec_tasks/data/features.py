@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metarec_tasks.data.text import TEXT_DIM
 from metarec_tasks.params import FeatureParams, FeatureSpec
 
 UNKNOWN = "<unk>"
@@ -41,6 +42,12 @@ class Vocabulary:
     def item_features(self, kind: str) -> list[str]:
         return [name for name in self.item if self.kinds[f"item.{name}"] == kind]
 
+    def item_dense_sizes(self) -> dict[str, int]:
+        """Item features the models read as a dense row (`item_multi.<name>`) and the row's size:
+        multi-hot tags (one column per tag) and text (its frozen embedding, `data/text.py`)."""
+        sizes = {n: len(self.item[n]) for n in self.item_features("multi_hot")}
+        return sizes | {n: TEXT_DIM for n in self.item_features("text")}
+
 
 def build_vocabulary(
     features: FeatureParams, users: pd.DataFrame, items: pd.DataFrame, known_item_ids: list[str]
@@ -60,6 +67,8 @@ def build_vocabulary(
 def _values(table: pd.DataFrame, spec: FeatureSpec) -> list[str]:
     if spec.name not in table:
         raise KeyError(f"feature {spec.name!r} declared in params.yaml is not a side-table column")
+    if spec.kind == "text":
+        return []  # no vocabulary: the text is embedded (`data/text.py`)
     column = table[spec.name].dropna().astype(str)
     if spec.kind == "multi_hot":
         tokens = {t for joined in column for t in joined.split(MULTI_SEPARATOR) if t}
@@ -72,8 +81,12 @@ def encode_users(vocab: Vocabulary, users: pd.DataFrame) -> dict[str, torch.Tens
     return {"user_cat": _categorical(users, vocab.user, vocab.user_features("categorical"))}
 
 
-def encode_items(vocab: Vocabulary, items: pd.DataFrame) -> dict[str, torch.Tensor]:
-    """`item_cat` [n, k] long, `item_id` [n] long, and one `item_multi.<name>` [n, |vocab|] float each."""
+def encode_items(
+    vocab: Vocabulary, items: pd.DataFrame, text: dict[str, dict[str, np.ndarray]] | None = None
+) -> dict[str, torch.Tensor]:
+    """`item_cat` [n, k] long, `item_id` [n] long, one `item_multi.<name>` [n, |vocab|] float per
+    multi-hot feature and one [n, TEXT_DIM] per text feature (`text`: its embedding per item id;
+    an item without one gets zeros)."""
     out = {"item_cat": _categorical(items, vocab.item, vocab.item_features("categorical"))}
     index = {item_id: i for i, item_id in enumerate(vocab.item_ids)}
     out["item_id"] = torch.as_tensor([index.get(str(i), 0) for i in items["item_id"]], dtype=torch.long)
@@ -86,6 +99,13 @@ def encode_items(vocab: Vocabulary, items: pd.DataFrame) -> dict[str, torch.Tens
                 hot[row, lookup.get(token, 0)] = 1.0
         hot /= np.maximum(hot.sum(axis=1, keepdims=True), 1.0)  # mean-pool the tag embeddings
         out[f"item_multi.{name}"] = torch.from_numpy(hot)
+    for name in vocab.item_features("text"):
+        vectors = (text or {}).get(name, {})
+        dense = np.zeros((len(items), TEXT_DIM), dtype=np.float32)
+        for row, item_id in enumerate(items["item_id"].astype(str)):
+            if item_id in vectors:
+                dense[row] = vectors[item_id]
+        out[f"item_multi.{name}"] = torch.from_numpy(dense)
     return out
 
 

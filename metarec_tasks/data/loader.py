@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from metarec_tasks.data.features import Vocabulary
+from metarec_tasks.data.text import text_lookup
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.paths import Workspace
@@ -31,7 +32,9 @@ def load_episode_data(ws: Workspace, extra_events: pd.DataFrame | None = None) -
     tasks = pd.read_parquet(ws.tasks_file)
     users = pd.read_parquet(ws.validated_table("users"))
     items = pd.read_parquet(ws.validated_table("items"))
-    catalog = Catalog.build(vocab, users, items)
+    names = vocab.item_features("text")
+    table = pd.read_parquet(ws.item_text_file) if names and ws.item_text_file.exists() else None
+    catalog = Catalog.build(vocab, users, items, text_lookup(table, names))
     seen = [tasks] if extra_events is None else [tasks, extra_events]
     catalog = catalog.with_missing(
         vocab,

@@ -76,7 +76,9 @@ def side_table_columns(features: FeatureParams, table: str) -> tuple[Column, ...
             "feature",
             "string",
             "string",
-            "`\\|`-separated values" if spec.kind == "multi_hot" else "one category",
+            {"multi_hot": "`\\|`-separated values", "text": "free text (embedded)"}.get(
+                spec.kind, "one category"
+            ),
             required=False,
         )
         for spec in specs

@@ -69,7 +69,21 @@ IMPLICIT_PROBS = (0.5, 0.35, 0.15)
 BLOCK = 1024  # entities drawn per seeded block: stable attributes without a per-entity loop
 
 # Stream ids: keep each kind of draw on its own seeded stream.
-_FEATURE_STREAM, _USER_STREAM, _ITEM_STREAM, _DAY_STREAM, _BAD_STREAM, _IMPLICIT_STREAM = range(6)
+_FEATURE_STREAM, _USER_STREAM, _ITEM_STREAM, _DAY_STREAM, _BAD_STREAM, _IMPLICIT_STREAM, _TITLE_STREAM = (
+    range(7)
+)
+# Item titles: words of one theme, the theme being the direction of the item's hidden taste component
+# that no categorical feature carries — what a text encoder can read and the genre-only model cannot.
+THEMES = (
+    ("galaxy", "starship", "orbit", "planet", "astronaut", "comet"),
+    ("ocean", "harbor", "island", "sailor", "tide", "reef"),
+    ("battle", "soldier", "siege", "empire", "general", "frontline"),
+    ("wedding", "heart", "kiss", "romance", "valentine", "bride"),
+    ("heist", "detective", "gangster", "murder", "alibi", "prison"),
+    ("campus", "teacher", "exam", "classroom", "graduation", "student"),
+    ("guitar", "concert", "melody", "band", "singer", "rhythm"),
+    ("forest", "mountain", "river", "wolf", "storm", "valley"),
+)
 
 BAD_ROW_KINDS = (
     "null_user",
@@ -145,11 +159,13 @@ def build_world(params: SyntheticParams, seed: int, last_day: date) -> World:
     item_signal = (embed["category"][i_cols["category"]] + tag_signal) / np.sqrt(2.0)
     item_taste = np.sqrt(0.7) * item_signal + np.sqrt(0.3) * i_cols["noise"]
     tags_text = ["|".join(np.asarray(TAGS)[row.astype(bool)]) for row in tag_matrix]
+    titles = _titles(seed, i_cols["noise"], n_items, d)
     items = pd.DataFrame(
         {
             "item_id": [f"i{i:05d}" for i in range(n_items)],
             "category": np.asarray(CATEGORIES)[i_cols["category"]],
             "tags": tags_text,
+            "title": titles,
             "signup_day": _signup_days(n_items, params.initial_items, params.new_items_per_day),
             AVAILABLE_COLUMN: np.where(i_cols["availability"] < params.unavailable_share, "false", "true"),
         }
@@ -277,6 +293,18 @@ def _signup_days(n: int, initial: int, per_day: int) -> np.ndarray:
     if per_day == 0:
         return np.zeros(n, dtype=int)
     return np.where(idx < initial, 0, 1 + (idx - initial) // per_day)
+
+
+def _titles(seed: int, noise: np.ndarray, n: int, d: int) -> list[str]:
+    """ "The <word> of the <word>": two words of the theme nearest the item's hidden taste noise."""
+    directions = np.random.default_rng([seed, _TITLE_STREAM]).normal(0, 1, (len(THEMES), d))
+    theme = np.argmax(noise @ directions.T, axis=1) if n else np.zeros(0, int)
+    words = _blocks(seed, _TITLE_STREAM + 1, n, lambda rng, k: {"w": rng.integers(0, 1 << 30, (k, 2))})
+    picks = words.get("w", np.zeros((0, 2), np.int64))
+    return [
+        f"The {THEMES[t][a % len(THEMES[t])]} of the {THEMES[t][b % len(THEMES[t])]}"
+        for t, (a, b) in zip(theme, picks, strict=True)
+    ]
 
 
 def _blocks(seed: int, stream: int, n: int, draw) -> dict[str, np.ndarray]:

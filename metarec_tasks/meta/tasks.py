@@ -29,12 +29,19 @@ class Catalog:
     item_ids: list[str]
 
     @classmethod
-    def build(cls, vocab: Vocabulary, users: pd.DataFrame, items: pd.DataFrame) -> Catalog:
+    def build(
+        cls,
+        vocab: Vocabulary,
+        users: pd.DataFrame,
+        items: pd.DataFrame,
+        text: dict[str, dict[str, np.ndarray]] | None = None,
+    ) -> Catalog:
+        """`text`: the text features' embeddings per item id (`data/text.py`), if any."""
         users = users.drop_duplicates(USER_KEY).reset_index(drop=True)
         items = items.drop_duplicates(ITEM_KEY).reset_index(drop=True)
         return cls(
             users=encode_users(vocab, users),
-            items=encode_items(vocab, items),
+            items=encode_items(vocab, items, text),
             user_ids=users[USER_KEY].astype(str).tolist(),
             item_ids=items[ITEM_KEY].astype(str).tolist(),
         )

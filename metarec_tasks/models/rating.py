@@ -47,7 +47,7 @@ class NetDims:
         return cls(
             user_cat_sizes=[len(vocab.user[n]) for n in vocab.user_features("categorical")],
             item_cat_sizes=[len(vocab.item[n]) for n in vocab.item_features("categorical")],
-            item_multi_sizes={n: len(vocab.item[n]) for n in vocab.item_features("multi_hot")},
+            item_multi_sizes=vocab.item_dense_sizes(),
             n_item_ids=len(vocab.item_ids),
             embedding_dim=mp.embedding_dim,
             hidden=list(mp.hidden),

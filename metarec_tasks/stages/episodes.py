@@ -2,7 +2,8 @@
 
 Reads the validated events and side tables; keeps each user's latest rating per item; splits users
 by a stable hash (train / validation / holdout); tags new users and items; builds the feature
-vocabulary from what meta-training can see; writes `data/episodes/{tasks.parquet,vocab.json,stats.json}`.
+vocabulary from what meta-training can see; embeds the items' text features with the pretrained
+sentence encoder; writes `data/episodes/{tasks.parquet,vocab.json,stats.json,item_text.parquet}`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import pandas as pd
 
 from metarec_tasks.data.episodes import TEST, TRAIN, VALIDATION, EpisodeSummary, build_tasks, latest_ratings
 from metarec_tasks.data.features import build_vocabulary
+from metarec_tasks.data.text import item_text_table
 from metarec_tasks.files import write_json, write_parquet
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
+from metarec_tasks.training.runtime import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,15 @@ def run(params: Params, ws: Workspace) -> EpisodeSummary:
     vocab = build_vocabulary(params.active_features, users, items, training_items)
     train_ratings = tasks.loc[tasks["split"] == TRAIN, "value"]
 
+    # Item text → frozen embeddings (only new or changed texts are encoded; data/text.py).
+    text_features = vocab.item_features("text")
+    device = str(pick_device(params.run.device))
+    text = item_text_table(items, text_features, ws.text_cache, device, ep.text_batch_size)
+
     ws.episodes.mkdir(parents=True, exist_ok=True)
     write_parquet(tasks, ws.tasks_file)
     write_json(ws.vocab_file, vocab.to_json())
+    write_parquet(text, ws.item_text_file)
     stats = {
         "global_mean": float(train_ratings.mean()) if len(train_ratings) else 0.0,
         "tasks": {
