@@ -1,1 +1,2 @@
-"""Episode data: the feature vocabulary, user splits and task episodes, and the one loader of them."""
+"""Episode data: the feature vocabulary, user splits and task episodes, item text embeddings, and the
+one loader of them."""

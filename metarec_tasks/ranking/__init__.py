@@ -10,7 +10,8 @@ It is trained by the one loop (`training/ranker.py`) with a ranking objective of
 - `data.py`       the ranker's view of a run: training positives, evaluation users, the sampler
 - `episodes.py`   ranking tasks: support/query positives (weighted by event type) + sampled negatives
 - `scoring.py`    full-catalog (or candidate-pool) scoring, seen and unavailable items excluded
-- `baselines.py`  popularity, popularity + MF fold-in, item-kNN
+- `baselines.py`  popularity, popularity + MF fold-in, item-kNN, EASE
+- `prior.py`      the item-item prior in the ranker's score (EASE of the support, cross-fitted)
 
 The published score (`ranking.objective`): `ranking` → the RankNet score; `rating` → the predicted
 rating of the rating network; `both` → RankNet score + `ranking.rating_weight` × (predicted rating −
