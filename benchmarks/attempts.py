@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.reports import write_report
+
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = REPO / "reports" / "attempts"
 K = 20
@@ -93,8 +95,7 @@ def markdown(table: list[dict]) -> str:
 
 def main() -> None:
     table = rows()
-    (FOLDER / "attempts.json").write_text(json.dumps(table, indent=2))
-    (FOLDER / "attempts.md").write_text(markdown(table))
+    write_report(FOLDER / "attempts.json", table, markdown(table))
     sys.stdout.write(markdown(table))
 
 

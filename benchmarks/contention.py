@@ -17,7 +17,6 @@ ingest → validate → episodes stages; `train` runs before `finetune`, which r
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import multiprocessing
 import os
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.reports import load_average, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "finetune")
@@ -126,7 +127,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "contention.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         prepare(root)
@@ -139,9 +140,7 @@ def main() -> None:
         "platform": platform.platform(),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(report))
+    write_report(args.out, report, markdown(report))
     log.info("wrote %s\n%s", args.out, markdown(report))
 
 

@@ -72,9 +72,15 @@ def benchmark_params(quick: bool, data: Path, extra: dict[str, Any] | None = Non
 
 
 def write_fold(
-    ws: Workspace, params: Params, tasks: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame
+    ws: Workspace,
+    params: Params,
+    tasks: pd.DataFrame,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    text: pd.DataFrame,
 ) -> None:
-    """The episodes stage's outputs for one fold, so `run_train` reads them like a nightly run."""
+    """The episodes stage's outputs for one fold, so `run_train` reads them like a nightly run
+    (`text`: the items' text embeddings, the same every fold)."""
     train_items = tasks.loc[tasks["split"] == TRAIN, ITEM_KEY].unique().tolist()
     vocab = build_vocabulary(params.active_features, users, items, train_items)
     for folder in (ws.episodes, ws.validated):
@@ -85,8 +91,6 @@ def write_fold(
     (ws.episodes / "stats.json").write_text(json.dumps({"global_mean": mean}))
     users.to_parquet(ws.validated / "users.parquet", index=False)
     items.to_parquet(ws.validated / "items.parquet", index=False)
-    names = vocab.item_features("text")  # titles, embedded once (cached in the repo workspace)
-    text = item_text_table(items, names, Workspace(ROOT).text_cache, "cpu", params.episodes.text_batch_size)
     text.to_parquet(ws.item_text_file, index=False)
 
 
@@ -197,6 +201,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         algorithms,
     )
 
+    names = [f.name for f in params.active_features.item if f.kind == "text"]  # titles, embedded once
+    text = item_text_table(
+        ml.items, names, Workspace(ROOT).text_cache, "cpu", params.episodes.text_batch_size
+    )
     holdouts: dict[str, list[pd.DataFrame]] = {a: [] for a in algorithms}
     curves: dict[str, list[pd.DataFrame]] = {a: [] for a in algorithms}
     chosen: dict[str, float] = {}
@@ -208,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for algorithm in algorithms:
                 root = Path(tmp) / f"fold{fold}-{algorithm}"
                 ws = Workspace(root)
-                write_fold(ws, params, split, ml.users, ml.items)
+                write_fold(ws, params, split, ml.users, ml.items, text)
                 if algorithm not in chosen:
                     chosen[algorithm] = (
                         params.meta.inner_lr if args.quick else choose_inner_lr(algorithm, params, root)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 import platform
@@ -41,6 +40,7 @@ from benchmarks.protocol import (
     truncate_support,
     user_folds,
 )
+from benchmarks.reports import load_average, write_report
 from metarec_tasks.data.episodes import TEST, VALIDATION
 from metarec_tasks.data.features import build_vocabulary
 from metarec_tasks.data.text import item_text_table, text_lookup
@@ -54,9 +54,8 @@ from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet
 from metarec_tasks.params import load_params
 from metarec_tasks.paths import Workspace
-from metarec_tasks.ranking.data import EvalUsers, RankContext, ranking_prior
+from metarec_tasks.ranking.data import EvalUsers, rank_context
 from metarec_tasks.ranking.data import eval_users as ranking_eval_users
-from metarec_tasks.ranking.episodes import NegativeSampler, item_features, user_items
 from metarec_tasks.ranking.scoring import exclusion_mask
 from metarec_tasks.selection.candidates import night_candidates
 from metarec_tasks.selection.metrics import top_k_rows
@@ -90,24 +89,16 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
     split = fold_tasks(tasks, folds, fold, protocol)
     held = set(split.loc[split["split"].isin([TEST, VALIDATION]), USER_KEY])
     train_events = ratings[~ratings[USER_KEY].isin(held)]
-    threshold = params.evaluate.relevance_threshold  # a rating below it is no positive (as in the pipeline)
-    train = user_items(train_events, catalog, rp.event_weights, min_rating=threshold)
-    counts = np.bincount(np.concatenate(train.items), minlength=len(catalog.item_ids))
-    sampler = NegativeSampler(counts, rp.negative_alpha)
     unavailable = np.zeros(len(catalog.item_ids), bool)
-    rng = np.random.default_rng([args.seed, fold])
 
     def eval_users(part: pd.DataFrame) -> EvalUsers:  # the pipeline's own rule
         return ranking_eval_users(part, catalog, params)
 
     val = eval_users(split[split["split"] == VALIDATION])
     test_tasks = split[split["split"] == TEST]
-    interactions = user_items(train_events, catalog, rp.event_weights)  # the baselines' statistics
-    prior = None if rp.prior == "none" else ranking_prior(params, catalog, interactions, val, unavailable)
-    ctx = RankContext(catalog, item_features(catalog, sampler), sampler, rp, rng, unavailable, prior)
-    dims = RankDims.from_vocab(
-        vocab, rp.dim, prior is not None, rp.prior_weight, prior.buckets if prior else 1
-    )
+    rng = np.random.default_rng([args.seed, fold])  # the pipeline's own rules: positives, sampler, prior
+    ctx, train, interactions, _ = rank_context(params, catalog, train_events, val, unavailable, rng)
+    dims = RankDims.from_vocab(vocab, rp.dim, ctx.prior, rp.prior_weight)
 
     started = time.perf_counter()
     torch.manual_seed(args.seed + fold)
@@ -289,7 +280,7 @@ def main() -> None:
     catalog = Catalog.build(vocab, ml.users, ml.items, text_lookup(text, names))
     n_folds = 1 if args.quick else (args.folds or protocol.folds)
 
-    args.load_average = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    args.load_average = load_average()
     started = time.perf_counter()
     rows, fold_info = [], []
     for fold in range(n_folds):
@@ -298,9 +289,7 @@ def main() -> None:
         fold_info.append(info)
         # written after every fold, so a long run that is cut short still leaves its completed folds
         report = build_report(pd.DataFrame(rows), fold_info, protocol, params, args, started)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=float))
-        args.out.with_suffix(".md").write_text(markdown(report))
+        write_report(args.out, report, markdown(report))
     log.info("wrote %s and %s", args.out, args.out.with_suffix(".md"))
     log.info("\n%s", markdown(report))
 

@@ -19,9 +19,7 @@ validation users; the paired Wilcoxon test is over test users.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ from scipy import stats
 
 from benchmarks.ml100k_topk import K, load
 from benchmarks.protocol import Protocol, assign_roles, eligible_ratings, fold_tasks, user_folds
+from benchmarks.reports import load_average, write_report
 from metarec_tasks.data.episodes import SUPPORT, TEST, VALIDATION
 from metarec_tasks.data.features import build_vocabulary
 from metarec_tasks.data.text import item_text_table, text_lookup
@@ -43,8 +42,7 @@ from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet
 from metarec_tasks.params import FeatureParams, Params, load_params
 from metarec_tasks.paths import Workspace
-from metarec_tasks.ranking.data import RankContext, eval_users, exclusion_mask, ranking_prior
-from metarec_tasks.ranking.episodes import NegativeSampler, item_features, user_items
+from metarec_tasks.ranking.data import eval_users, exclusion_mask, rank_context
 from metarec_tasks.selection.candidates import ranker_scorer
 from metarec_tasks.selection.metrics import recall_per_user
 from metarec_tasks.threads import apply_thread_policy
@@ -69,21 +67,11 @@ def train_ranker(
     known = train_events[ITEM_KEY].astype(str).unique().tolist()  # new items get no id embedding
     vocab = build_vocabulary(features, ml.users, ml.items, known)
     catalog = Catalog.build(vocab, ml.users, ml.items, text)
-    train = user_items(
-        train_events, catalog, rp.event_weights, min_rating=params.evaluate.relevance_threshold
-    )
-    counts = np.bincount(np.concatenate(train.items), minlength=len(catalog.item_ids))
-    sampler = NegativeSampler(counts, rp.negative_alpha)
-    unavailable = np.zeros(len(catalog.item_ids), bool)
     val = eval_users(split[split["split"] == VALIDATION], catalog, params)
-    interactions = user_items(train_events, catalog, rp.event_weights)
-    prior = None if rp.prior == "none" else ranking_prior(params, catalog, interactions, val, unavailable)
-    ctx = RankContext(
-        catalog, item_features(catalog, sampler), sampler, rp, np.random.default_rng(seed), unavailable, prior
-    )
-    dims = RankDims.from_vocab(
-        vocab, rp.dim, prior is not None, rp.prior_weight, prior.buckets if prior else 1
-    )
+    unavailable = np.zeros(len(catalog.item_ids), bool)
+    rng = np.random.default_rng(seed)
+    ctx, train, _, counts = rank_context(params, catalog, train_events, val, unavailable, rng)
+    dims = RankDims.from_vocab(vocab, rp.dim, ctx.prior, rp.prior_weight)
     torch.manual_seed(seed)
     model = warm_up(RankNet(dims), ctx, train)
     algorithm = ranking_algorithm(rp, model)
@@ -225,7 +213,7 @@ def main() -> None:
         ml.items, names, Workspace(REPO).text_cache, "cpu", params.episodes.text_batch_size
     )
     text = text_lookup(table, names)
-    load_average = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    started_load = load_average()
     started = time.perf_counter()
     rows = []
     for fold in range(args.folds or protocol.folds):
@@ -236,12 +224,10 @@ def main() -> None:
             "new_items": len(new),
             "new_share": args.new_share,
             "seconds": time.perf_counter() - started,
-            "load_average": load_average,
+            "load_average": started_load,
             **summarize(pd.DataFrame(rows)),
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-        args.out.with_suffix(".md").write_text(markdown(report))
+        write_report(args.out, report, markdown(report))
     log.info("wrote %s\n%s", args.out, markdown(report))
 
 

@@ -12,8 +12,6 @@ minus the resident size right before it.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 import uuid
@@ -24,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import create_engine, text
 
+from benchmarks.reports import load_average, write_report
 from metarec_tasks.publishing.warehouse import RunRecord, connect, publish_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +77,7 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="default: a fresh database on the local PostgreSQL")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "publish.json")
     args = parser.parse_args()
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     url, admin, name = args.url, None, None
     if url is None:
         admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -118,8 +117,6 @@ def main() -> None:
         "load_average": load,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
     lines = [
         "# Publish throughput",
         "",
@@ -133,7 +130,7 @@ def main() -> None:
             for r in results
         ),
     ]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, report, "\n".join(lines) + "\n")
     print("\n".join(lines))  # noqa: T201 - the benchmark's output
 
 

@@ -48,11 +48,12 @@ def embed_texts(texts: list[str], cache: Path, device: str, batch_size: int) -> 
         vectors = encode([t for _, t in missing], device, batch_size)
         known.update({k: v for (k, _), v in zip(missing, vectors, strict=True)})
         write_cache(cache, known)
+    distinct = len(set(keys))
     log.info(
         "text embeddings: %d texts, %d encoded, %d from the cache (%s)",
-        len(set(keys)),
+        distinct,
         len(missing),
-        len(set(keys)) - len(missing),
+        distinct - len(missing),
         cache,
     )
     if not texts:

@@ -28,7 +28,7 @@ from torch import nn
 from metarec_tasks.data.features import Vocabulary
 from metarec_tasks.models.io import atomic_save, cpu_state, restore, safe_load
 from metarec_tasks.models.rating import Features
-from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET
+from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET, ItemPrior
 
 RANK_FORMAT = "metarec-rank-model/1"
 
@@ -46,22 +46,18 @@ class RankDims:
 
     @classmethod
     def from_vocab(
-        cls,
-        vocab: Vocabulary,
-        dim: int,
-        prior: bool = False,
-        prior_weight: float = 1.0,
-        support_buckets: int = 1,
+        cls, vocab: Vocabulary, dim: int, prior: ItemPrior | None = None, prior_weight: float = 1.0
     ) -> RankDims:
+        """Sizes from the vocabulary; with `prior` (the run's item-item prior), its weight and gates."""
         return cls(
             user_cat_sizes=[len(vocab.user[n]) for n in vocab.user_features("categorical")],
             item_cat_sizes=[len(vocab.item[n]) for n in vocab.item_features("categorical")],
             item_multi_sizes=vocab.item_dense_sizes(),
             n_item_ids=len(vocab.item_ids),
             dim=dim,
-            prior=prior,
+            prior=prior is not None,
             prior_weight=prior_weight,
-            support_buckets=support_buckets,
+            support_buckets=prior.buckets if prior is not None else 1,
         )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec_tasks.data.episodes import TEST, VALIDATION, latest_support
+from metarec_tasks.data.episodes import TEST, latest_support
 from metarec_tasks.evaluation.selection import SELECTED
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.meta import TRANSFER_ALGORITHM
@@ -53,7 +53,7 @@ def ranked_frame(users: list[str], rows: np.ndarray, values: np.ndarray, item_id
 
 def night_selection(params: Params, ws: Workspace, rd: RankData, device: torch.device) -> Selection:
     """Every candidate tuned, the blend learned, the challenger chosen — on validation users only."""
-    val = rd.eval_users(rd.data.split(VALIDATION), params)
+    val = rd.validation
     excluded = exclusion_mask(val.seen, rd.ctx.unavailable).numpy()
     model, algorithm = load_adapting_ranker(ws.rank_model_file, params, device)
     pretrained, _ = load_adapting_ranker(ws.rank_pretrained_file, params, device, TRANSFER_ALGORITHM)

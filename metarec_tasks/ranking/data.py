@@ -101,6 +101,7 @@ class RankData:
     ctx: RankContext
     counts: np.ndarray  # [n_items] training positives per item
     first_seen: np.ndarray  # [n_items] first event time (ns), for the candidate pool
+    validation: EvalUsers  # the validation users: every choice of the night is made on them
 
     def eval_users(self, tasks: pd.DataFrame, params: Params) -> EvalUsers:
         return eval_users(tasks, self.data.catalog, params)
@@ -120,28 +121,43 @@ def eval_users(tasks: pd.DataFrame, catalog: Catalog, params: Params) -> EvalUse
 
 def rank_data(params: Params, data: EpisodeData, events: pd.DataFrame, items: pd.DataFrame) -> RankData:
     """Training positives, the negative sampler and item statistics over `data`'s catalog."""
-    catalog, rp = data.catalog, params.ranking
+    catalog = data.catalog
     split = (
         events[USER_KEY]
         .astype(str)
         .map({u: user_split(u, params.episodes) for u in events[USER_KEY].unique()})
     )
-    train = positives(events[split == TRAIN], catalog, params)
-    interactions = user_items(events[split == TRAIN], catalog, rp.event_weights)
+    validation = eval_users(data.split(VALIDATION), catalog, params)
+    unavailable = unavailable_items(items, catalog)
+    rng = np.random.default_rng(params.run.seed)
+    ctx, train, interactions, counts = rank_context(
+        params, catalog, events[split == TRAIN], validation, unavailable, rng
+    )
+    first = events.groupby(ITEM_KEY)["timestamp"].min()
+    first_seen = np.zeros(len(catalog.item_ids))
+    first_seen[catalog.item_rows(first.index)] = first.astype("int64").to_numpy(float)
+    return RankData(data, events, train, interactions, ctx, counts, first_seen, validation)
+
+
+def rank_context(
+    params: Params,
+    catalog: Catalog,
+    train_events: pd.DataFrame,
+    val: EvalUsers,
+    unavailable: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[RankContext, UserItems, UserItems, np.ndarray]:
+    """(context, the ranker's positives, every interaction, positives per item) of `train_events`:
+    one rule for the pipeline and the benchmarks. `val` (validation users) chooses the prior's λ."""
+    rp = params.ranking
+    train = positives(train_events, catalog, params)
+    interactions = user_items(train_events, catalog, rp.event_weights)
     n_items = len(catalog.item_ids)
     counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *train.items]), minlength=n_items)
-    first = events.groupby(ITEM_KEY)["timestamp"].min()
-    first_seen = np.zeros(n_items)
-    first_seen[catalog.item_rows(first.index)] = first.astype("int64").to_numpy(float)
     sampler = NegativeSampler(counts, rp.negative_alpha)
-    rng = np.random.default_rng(params.run.seed)
-    unavailable = unavailable_items(items, catalog)
-    prior = None
-    if rp.prior != "none":
-        val = eval_users(data.split(VALIDATION), catalog, params)
-        prior = ranking_prior(params, catalog, interactions, val, unavailable)
+    prior = None if rp.prior == "none" else ranking_prior(params, catalog, interactions, val, unavailable)
     ctx = RankContext(catalog, item_features(catalog, sampler), sampler, rp, rng, unavailable, prior)
-    return RankData(data, events, train, interactions, ctx, counts, first_seen)
+    return ctx, train, interactions, counts
 
 
 def ranking_prior(

@@ -55,10 +55,13 @@ class ItemPrior:
     lam: float
     buckets: int  # support-size buckets of the ranker's gates (`bucket_count`)
 
+    def __post_init__(self) -> None:
+        self.pooled_index = np.full(self.n_items, -1, np.int64)  # catalog row → column of `full`
+        self.pooled_index[self.columns] = np.arange(len(self.columns))
+
     def scores(self, user_rows: np.ndarray, support: list[np.ndarray]) -> torch.Tensor:
         """[T, n_items] prior scores of each task's support positives (cross-fitted for training users)."""
-        lookup = np.full(self.n_items, -1, np.int64)
-        lookup[self.columns] = np.arange(len(self.columns))
+        lookup = self.pooled_index
         lengths = [len(rows) for rows in support]
         task = np.repeat(np.arange(len(support)), lengths)
         pooled = lookup[np.concatenate([np.zeros(0, np.int64), *support]).astype(np.int64)]

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metarec_tasks.data.episodes import VALIDATION
 from metarec_tasks.evaluation.metrics import catalog_metrics
 from metarec_tasks.meta import TRANSFER_ALGORITHM, build_algorithm
 from metarec_tasks.meta.base import MetaAlgorithm
@@ -63,15 +62,12 @@ def train_ranker(params: Params, ws: Workspace, rd: RankData) -> Rankers:
     """Warm-up, then meta-training from the warmed-up weights (resumed if this run was killed)."""
     generator = seed_everything(params.run.seed)
     device = pick_device(params.run.device)
-    val = rd.eval_users(rd.data.split(VALIDATION), params)
+    val = rd.validation
     log.info(
         "ranking: %d training users, %d validation users, device %s", len(rd.train), len(val.support), device
     )
     rp = params.ranking
-    prior = rd.ctx.prior
-    dims = RankDims.from_vocab(
-        rd.data.vocab, rp.dim, prior is not None, rp.prior_weight, prior.buckets if prior else 1
-    )
+    dims = RankDims.from_vocab(rd.data.vocab, rp.dim, rd.ctx.prior, rp.prior_weight)
     pretrained = warm_up(RankNet(dims).to(device), rd.ctx, rd.train)
     model = copy.deepcopy(pretrained)
     algorithm = ranking_algorithm(params.ranking, model)
