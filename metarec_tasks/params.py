@@ -11,7 +11,7 @@ import difflib
 import os
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -195,6 +195,7 @@ class SelectionParams(_Strict):
 
     ease_lambdas: list[float] = Field(min_length=1)
     ease_max_items: int = Field(ge=1)
+    low_rating_weights: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1)
     knn_neighbors: list[int] = Field(min_length=1)
     mf_dims: list[int] = Field(min_length=1)
     mf_regs: list[float] = Field(min_length=1)

@@ -32,6 +32,24 @@ def interaction_matrix(items: list[np.ndarray], weights: list[np.ndarray], n_ite
     return matrix
 
 
+def support_matrix(
+    items: list[np.ndarray],
+    n_items: int,
+    low: list[np.ndarray] | None = None,
+    low_weight: float = 0.0,
+    weights: list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """[users, n_items] what a model reads of each support set: 1 per positive (or its `weights`),
+    `low_weight` per item the user rated low — a watched-but-disliked item still says what the user
+    watches (on ML-100K, EASE's validation recall rises with 0.25–0.5)."""
+    ones = [np.ones(len(rows), np.float32) for rows in items]
+    matrix = interaction_matrix(items, weights if weights is not None else ones, n_items)
+    if low is not None and low_weight > 0:
+        for u, rows in enumerate(low):
+            matrix[u, rows] = np.maximum(matrix[u, rows], low_weight)
+    return matrix
+
+
 def popularity(train: np.ndarray, support: list[np.ndarray]) -> np.ndarray:
     counts = (train > 0).sum(axis=0).astype(np.float32)
     return np.broadcast_to(counts, (len(support), len(counts))).copy()
@@ -74,11 +92,12 @@ class ItemKNN:
         self.tie_break = 1e-6 * counts / max(counts.max(), 1.0)
 
     def scores(self, support_rows: np.ndarray, neighbors: int) -> np.ndarray:
+        """`support_rows`: `support_matrix` rows (1 per positive, the low-rating weight per low one)."""
         sim = self.sim
         if neighbors < sim.shape[1]:
             cut = -np.partition(-sim, neighbors - 1, axis=1)[:, neighbors - 1 : neighbors]
             sim = np.where(sim >= cut, sim, 0.0)
-        return (support_rows > 0).astype(np.float32) @ sim + self.tie_break
+        return support_rows.astype(np.float32) @ sim + self.tie_break
 
 
 class EASE:
@@ -101,8 +120,9 @@ class EASE:
         self.n_items = n_items
 
     def scores(self, support_rows: np.ndarray) -> np.ndarray:
+        """`support_rows`: `support_matrix` rows (1 per positive, the low-rating weight per low one)."""
         out = np.full(
             (len(support_rows), self.n_items), -1e6, np.float32
         )  # unpooled: below every pooled item
-        out[:, self.columns] = (support_rows[:, self.columns] > 0).astype(np.float32) @ self.weights
+        out[:, self.columns] = support_rows[:, self.columns].astype(np.float32) @ self.weights
         return out

@@ -22,7 +22,7 @@ from metarec_tasks.logs.contract import AVAILABLE_COLUMN, FALSE_VALUES, ITEM_KEY
 from metarec_tasks.meta.tasks import Catalog, TaskBatch
 from metarec_tasks.models.rating import Features
 from metarec_tasks.params import Params, RankingParams
-from metarec_tasks.ranking.baselines import interaction_matrix
+from metarec_tasks.ranking.baselines import interaction_matrix, support_matrix
 from metarec_tasks.ranking.episodes import (
     NegativeSampler,
     UserItems,
@@ -60,11 +60,14 @@ class RankContext:
             rng or self.rng,
             shared_negatives=rng is not None,
             prior=self.prior,
+            low=users.low,
         )
 
     def prior_scores(self, support: UserItems) -> torch.Tensor | None:
         """[users, n_items] the prior of each support set (None without a prior)."""
-        return None if self.prior is None else self.prior.scores(support.user_rows, support.items)
+        if self.prior is None:
+            return None
+        return self.prior.scores(support.user_rows, support.items, support.low)
 
     def support_batch(self, support: UserItems) -> TaskBatch:
         """Tasks whose support is given (evaluation, serving); the query set is a dummy copy.
@@ -166,14 +169,16 @@ def ranking_prior(
     """The EASE prior of every training interaction, λ chosen on `val` (validation users; see
     `ranking/prior.py`)."""
     n_items = len(catalog.item_ids)
+    support = val.support
     return fit_prior(
         interaction_matrix(interactions.items, interactions.weights, n_items),
         interactions.user_rows,
         len(catalog.user_ids),
-        interaction_matrix(val.support.items, val.support.weights, n_items),
+        lambda low_weight: support_matrix(support.items, n_items, support.low, low_weight),
         exclusion_mask(val.seen, unavailable).numpy(),
         val.relevant,
         params.selection.ease_lambdas,
+        params.selection.low_rating_weights,
         params.selection.ease_max_items,
         params.ranking.prior_folds,
         params.evaluate.catalog_k,

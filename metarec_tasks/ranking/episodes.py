@@ -23,12 +23,15 @@ from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET, ItemPrior, su
 
 @dataclass
 class UserItems:
-    """Per-user item rows (catalog rows) and weights, in a stable user order."""
+    """Per-user item rows (catalog rows) and weights, in a stable user order; `low`, where known, the
+    items each user rated below the relevance threshold — seen, no positive, yet what someone watched
+    is co-occurrence signal for the item-item models (`selection.low_rating_weights`)."""
 
     users: list[str]
     user_rows: np.ndarray
     items: list[np.ndarray]
     weights: list[np.ndarray]
+    low: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -39,7 +42,12 @@ class UserItems:
             self.user_rows[index],
             [self.items[i] for i in index],
             [self.weights[i] for i in index],
+            None if self.low is None else [self.low[i] for i in index],
         )
+
+    def low_items(self) -> list[np.ndarray]:
+        """`low`, or no item per user where it is not known."""
+        return self.low if self.low is not None else [np.zeros(0, np.int64)] * len(self)
 
 
 def event_weights(events: pd.DataFrame, weights: dict[str, float]) -> pd.Series:
@@ -56,11 +64,13 @@ def user_items(
 ) -> UserItems:
     """Positives per user: each (user, item) once, with the largest weight of its events. With
     `min_rating`, an item the user rated below it is no positive at all (explicit feedback wins over
-    any view or click of the same item)."""
+    any view or click of the same item); it is kept in `low`."""
     frame = events.assign(_w=event_weights(events, weights))
+    disliked_rows = None
     if min_rating is not None and "value" in frame:
         low = (frame["event_type"] == RATING_EVENT) & (frame["value"] < min_rating)
-        disliked = pd.MultiIndex.from_frame(frame.loc[low, [USER_KEY, ITEM_KEY]])
+        disliked_rows = frame.loc[low, [USER_KEY, ITEM_KEY]].drop_duplicates()
+        disliked = pd.MultiIndex.from_frame(disliked_rows)
         frame = frame[~pd.MultiIndex.from_frame(frame[[USER_KEY, ITEM_KEY]]).isin(disliked)]
     frame = frame[frame["_w"] > 0]
     best = frame.groupby([USER_KEY, ITEM_KEY], sort=False)["_w"].max().reset_index()
@@ -75,7 +85,12 @@ def user_items(
         else:
             items.append(catalog.item_rows(group[ITEM_KEY]))
             ws.append(group["_w"].to_numpy(np.float32))
-    return UserItems(order, catalog.user_rows(order), items, ws)
+    low_items = None
+    if disliked_rows is not None:
+        by_user = {str(u): g[ITEM_KEY] for u, g in disliked_rows.groupby(USER_KEY, sort=False)}
+        none = np.zeros(0, np.int64)
+        low_items = [catalog.item_rows(by_user[u]) if u in by_user else none for u in order]
+    return UserItems(order, catalog.user_rows(order), items, ws, low_items)
 
 
 class NegativeSampler:
@@ -157,10 +172,12 @@ def ranking_batch(
     rng: np.random.Generator,
     shared_negatives: bool = False,
     prior: ItemPrior | None = None,
+    low: list[np.ndarray] | None = None,
 ) -> TaskBatch:
     """Support and query sets of `users`; `shared_negatives` gives every task the same negatives (serving:
     a user's adapted vector then never depends on which other users share the chunk); with `prior`,
-    both sets' rows carry the item-item prior of the support positives."""
+    both sets' rows carry the item-item prior of the support positives (and of `low`, the support's
+    low-rated items, at the prior's `low_weight`)."""
     known = [np.union1d(s, q) for s, q in zip(support[0], query[0], strict=True)]
 
     def negatives() -> np.ndarray:
@@ -171,7 +188,7 @@ def ranking_batch(
     scores = None
     if prior is not None:
         sizes = np.asarray([len(s) for s in support[0]])
-        scores = (prior.scores(user_rows, support[0]), support_buckets(sizes, prior.buckets))
+        scores = (prior.scores(user_rows, support[0], low), support_buckets(sizes, prior.buckets))
     sets = [
         ranking_set(catalog, items, user_rows, pos, w, negatives(), known, scores)
         for pos, w in (support, query)
@@ -183,11 +200,13 @@ def sample_episodes(
     data: UserItems, max_support: int, max_query: int, rng: np.random.Generator
 ) -> tuple[UserItems, tuple[list, list], tuple[list, list]]:
     """Meta-training episodes: per user (≥ 2 positives) a random support of 1..max_support items and a
-    query of up to max_query of the rest — support sizes spread over the cold-start range."""
+    query of up to max_query of the rest — support sizes spread over the cold-start range. The users
+    come back with `low` cut to the episode's share (each low-rated item kept with the support's
+    share of the positives), as a new user's support holds a few of their low ratings too."""
     keep = np.asarray([i for i, items in enumerate(data.items) if len(items) >= 2], dtype=np.int64)
     data = data.subset(keep)
-    s_items, s_w, q_items, q_w = [], [], [], []
-    for items, weights in zip(data.items, data.weights, strict=True):
+    s_items, s_w, q_items, q_w, seen_low = [], [], [], [], []
+    for items, weights, low in zip(data.items, data.weights, data.low_items(), strict=True):
         order = rng.permutation(len(items))
         size = int(rng.integers(1, min(max_support, len(items) - 1) + 1))
         s, q = order[:size], order[size : size + max_query]
@@ -195,4 +214,6 @@ def sample_episodes(
         s_w.append(weights[s])
         q_items.append(items[q])
         q_w.append(weights[q])
-    return data, (s_items, s_w), (q_items, q_w)
+        seen_low.append(low[rng.random(len(low)) < size / len(items)] if len(low) else low)
+    episode_users = UserItems(data.users, data.user_rows, data.items, data.weights, seen_low)
+    return episode_users, (s_items, s_w), (q_items, q_w)

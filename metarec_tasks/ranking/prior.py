@@ -8,8 +8,9 @@ support items upwards). With the prior in the score, the meta-learned part model
 and `w_u` (`head.prior`) is adapted per user with the user vector, so the inner loop learns per user
 how far to trust the item-item structure (`ranking.prior: ease`; `none` leaves the score as it was).
 
-- λ is chosen on validation users among `selection.ease_lambdas` by EASE's own Recall@K — the grid
-  and the rule of the EASE baseline, so the prior is the tuned baseline, not a second choice;
+- λ and the weight of a low-rated support item are chosen on validation users among
+  `selection.ease_lambdas` × `selection.low_rating_weights` by EASE's own Recall@K — the grids and
+  the rule of the EASE baseline, so the prior is the tuned baseline, not a second choice;
 - a training user's episodes read a *cross-fitted* prior, fitted without that user's fold
   (`ranking.prior_folds`): their own query items never inform their own prior, as at serving;
   validation, holdout and serving users read the prior fitted on every training user;
@@ -20,6 +21,7 @@ how far to trust the item-item structure (`ranking.prior: ease`; `none` leaves t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,19 +56,21 @@ class ItemPrior:
     n_items: int
     lam: float
     buckets: int  # support-size buckets of the ranker's gates (`bucket_count`)
+    low_weight: float = 0.0  # input weight of a support item the user rated low (`support_matrix`)
 
     def __post_init__(self) -> None:
         self.pooled_index = np.full(self.n_items, -1, np.int64)  # catalog row → column of `full`
         self.pooled_index[self.columns] = np.arange(len(self.columns))
 
-    def scores(self, user_rows: np.ndarray, support: list[np.ndarray]) -> torch.Tensor:
-        """[T, n_items] prior scores of each task's support positives (cross-fitted for training users)."""
-        lookup = self.pooled_index
-        lengths = [len(rows) for rows in support]
-        task = np.repeat(np.arange(len(support)), lengths)
-        pooled = lookup[np.concatenate([np.zeros(0, np.int64), *support]).astype(np.int64)]
+    def scores(
+        self, user_rows: np.ndarray, support: list[np.ndarray], low: list[np.ndarray] | None = None
+    ) -> torch.Tensor:
+        """[T, n_items] prior scores of each task's support positives, and of its low-rated items at
+        `low_weight` (cross-fitted for training users)."""
         x = torch.zeros(len(support), len(self.columns))
-        x[torch.as_tensor(task[pooled >= 0]), torch.as_tensor(pooled[pooled >= 0])] = 1.0
+        if low is not None and self.low_weight > 0:
+            self._put(x, low, self.low_weight)
+        self._put(x, support, 1.0)  # a positive wins over a low rating of the same item
         pooled_scores = x @ self.full
         fold = self.fold_of[np.asarray(user_rows, np.int64)]
         for f, weights in enumerate(self.folds):
@@ -77,15 +81,23 @@ class ItemPrior:
         out[:, torch.as_tensor(self.columns)] = pooled_scores
         return out
 
+    def _put(self, x: torch.Tensor, rows: list[np.ndarray], value: float) -> None:
+        """x[task, pooled column of each item of `rows[task]`] = value (items outside the pool: none)."""
+        lengths = [len(r) for r in rows]
+        task = np.repeat(np.arange(len(rows)), lengths)
+        pooled = self.pooled_index[np.concatenate([np.zeros(0, np.int64), *rows]).astype(np.int64)]
+        x[torch.as_tensor(task[pooled >= 0]), torch.as_tensor(pooled[pooled >= 0])] = value
+
 
 def fit_prior(
     train: np.ndarray,
     train_rows: np.ndarray,
     n_users: int,
-    val_support: np.ndarray,
+    val_support: Callable[[float], np.ndarray],
     val_excluded: np.ndarray,
     val_relevant: list[set[int]],
     lambdas: list[float],
+    low_weights: list[float],
     max_items: int,
     folds: int,
     k: int,
@@ -93,14 +105,15 @@ def fit_prior(
     buckets: int,
 ) -> ItemPrior:
     """The prior from `train` ([training users, n_items] interactions, catalog user rows `train_rows`),
-    λ chosen by EASE's Recall@k on the validation users' support rows."""
-    best_lam, best_recall = lambdas[0], -np.inf
+    λ and the low-rating weight chosen by EASE's Recall@k on the validation users' support rows
+    (`val_support(low_weight)`: their `support_matrix`)."""
+    best_lam, best_low, best_recall = lambdas[0], low_weights[0], -np.inf
     for lam in lambdas:
-        recall = mean_recall(
-            bl.EASE(train, lam, max_items).scores(val_support), val_excluded, val_relevant, k
-        )
-        if np.isfinite(recall) and recall > best_recall:
-            best_lam, best_recall = lam, recall
+        ease = bl.EASE(train, lam, max_items)
+        for low_weight in low_weights:
+            recall = mean_recall(ease.scores(val_support(low_weight)), val_excluded, val_relevant, k)
+            if np.isfinite(recall) and recall > best_recall:
+                best_lam, best_low, best_recall = lam, low_weight, recall
     full = bl.EASE(train, best_lam, max_items)
     binary = (train[:, full.columns] > 0).astype(np.float32)
     scale = float((binary @ full.weights).std()) or 1.0
@@ -112,8 +125,10 @@ def fit_prior(
     fold_of = np.full(n_users, -1, np.int64)
     fold_of[train_rows] = fold
     log.info(
-        "ranking prior: EASE λ %g chosen on validation users (Recall@%d %.4f), %d folds, %d items",
+        "ranking prior: EASE λ %g, low-rating weight %g chosen on validation users (Recall@%d %.4f), "
+        "%d folds, %d items",
         best_lam,
+        best_low,
         k,
         best_recall,
         folds,
@@ -127,4 +142,5 @@ def fit_prior(
         train.shape[1],
         best_lam,
         buckets,
+        best_low,
     )

@@ -9,6 +9,9 @@ their inner learning rate and epochs are chosen on validation users too).
 | `ease` | baseline | λ (`selection.ease_lambdas`) |
 | `popularity_mf` | baseline | factors × ridge (`selection.mf_dims`, `selection.mf_regs`) |
 | `item_knn` | baseline | neighbours (`selection.knn_neighbors`) |
+
+Every item-item or MF baseline also chooses the input weight of a support item its user rated low
+(`selection.low_rating_weights`): seen but not liked, it still says what the user watches.
 | `popularity` | baseline | — |
 """
 
@@ -52,8 +55,11 @@ class Candidate:
     val_scores: np.ndarray | None = None  # its scores of the validation users (the blend learns on them)
 
 
-def support_rows(support: UserItems, n_items: int) -> np.ndarray:
-    return bl.interaction_matrix(support.items, support.weights, n_items)
+def support_rows(support: UserItems, n_items: int, low_weight: float, weighted: bool = False) -> np.ndarray:
+    """A baseline's input rows: positives at 1 (`weighted`: at their event weight), low ratings at
+    `low_weight`."""
+    weights = support.weights if weighted else None
+    return bl.support_matrix(support.items, n_items, support.low, low_weight, weights)
 
 
 def ranker_scorer(model, algorithm, ctx: RankContext, steps: int, chunk: int, device: torch.device) -> Scorer:
@@ -123,6 +129,7 @@ def night_candidates(
     chunk, steps = params.finetune.chunk_size, params.ranking.meta.inner_steps
     knn = bl.ItemKNN(train)
     excluded = exclusion_mask(val.seen, ctx.unavailable).numpy()
+    low = sp.low_rating_weights
 
     def transfer(inner_lr: float) -> Scorer:
         meta = params.ranking.meta.model_copy(update={"inner_lr": inner_lr})
@@ -131,16 +138,23 @@ def night_candidates(
         )
         return ranker_scorer(pretrained, algorithm, ctx, steps, chunk, device)
 
-    def mf(dim: int, reg: float) -> Scorer:
-        fitted = bl.FoldInMF(train, dim, reg, seed=params.run.seed)
-        return lambda support: fitted.scores(support_rows(support, n_items))
+    fitted: dict[tuple, Any] = {}  # each fit once, whatever low-rating weight reads it
 
-    def ease(lam: float) -> Scorer:
-        fitted = bl.EASE(train, lam, sp.ease_max_items)
-        return lambda support: fitted.scores(support_rows(support, n_items))
+    def once(key: tuple, build: Callable[[], Any]) -> Any:
+        if key not in fitted:
+            fitted[key] = build()
+        return fitted[key]
 
-    def item_knn(neighbors: int) -> Scorer:
-        return lambda support: knn.scores(support_rows(support, n_items), neighbors)
+    def mf(dim: int, reg: float, low_weight: float) -> Scorer:
+        model = once(("mf", dim, reg), lambda: bl.FoldInMF(train, dim, reg, seed=params.run.seed))
+        return lambda support: model.scores(support_rows(support, n_items, low_weight, weighted=True))
+
+    def ease(lam: float, low_weight: float) -> Scorer:
+        model = once(("ease", lam), lambda: bl.EASE(train, lam, sp.ease_max_items))
+        return lambda support: model.scores(support_rows(support, n_items, low_weight))
+
+    def item_knn(neighbors: int, low_weight: float) -> Scorer:
+        return lambda support: knn.scores(support_rows(support, n_items, low_weight), neighbors)
 
     def popularity() -> Scorer:
         return lambda support: bl.popularity(train, support.items)
@@ -160,8 +174,24 @@ def night_candidates(
     return [
         *metas,
         tuned(TRANSFER, "transfer", transfer, {"inner_lr": sp.transfer_inner_lrs}, val, excluded, k),
-        tuned("ease", "baseline", ease, {"lam": sp.ease_lambdas}, val, excluded, k),
-        tuned("popularity_mf", "baseline", mf, {"dim": sp.mf_dims, "reg": sp.mf_regs}, val, excluded, k),
-        tuned("item_knn", "baseline", item_knn, {"neighbors": sp.knn_neighbors}, val, excluded, k),
+        tuned("ease", "baseline", ease, {"lam": sp.ease_lambdas, "low_weight": low}, val, excluded, k),
+        tuned(
+            "popularity_mf",
+            "baseline",
+            mf,
+            {"dim": sp.mf_dims, "reg": sp.mf_regs, "low_weight": low},
+            val,
+            excluded,
+            k,
+        ),
+        tuned(
+            "item_knn",
+            "baseline",
+            item_knn,
+            {"neighbors": sp.knn_neighbors, "low_weight": low},
+            val,
+            excluded,
+            k,
+        ),
         tuned("popularity", "baseline", popularity, {}, val, excluded, k),
     ]

@@ -140,7 +140,8 @@ def run_fingerprint(params: Params, ws: Workspace) -> str:
     rp = params.ranking.model_dump(mode="json", exclude={"meta": {"checkpoint_every"}})
     data = [hashlib.md5(path.read_bytes()).hexdigest() for path in (ws.tasks_file, ws.validated_events)]
     evaluation = [params.evaluate.catalog_k, params.evaluate.relevance_threshold]
-    evaluation += [params.selection.ease_lambdas, params.selection.ease_max_items]  # the prior's λ
+    sp = params.selection  # the prior's λ and low-rating weight
+    evaluation += [sp.ease_lambdas, sp.ease_max_items, sp.low_rating_weights]
     return fingerprint(params.run.seed, rp, params.episodes.model_dump(mode="json"), evaluation, data)
 
 

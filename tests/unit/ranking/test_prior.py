@@ -29,10 +29,11 @@ def prior_of(matrix: np.ndarray, lambdas: tuple[float, ...] = (1.0, 10.0), folds
         matrix[TRAIN_USERS],
         TRAIN_USERS,
         N_USERS,
-        np.where(matrix[val] > 0, 1.0, 0.0)[:, ::-1].copy(),  # any support rows: λ choice only
+        lambda low_weight: np.where(matrix[val] > 0, 1.0, 0.0)[:, ::-1].copy(),  # any rows: λ choice only
         np.zeros((len(val), N_ITEMS), bool),
         relevant,
         list(lambdas),
+        [0.0],
         max_items=N_ITEMS,
         folds=folds,
         k=5,
@@ -89,3 +90,19 @@ def test_the_catalog_scores_are_the_per_row_scores_of_the_prior_model(name):
     at_rows = torch.gather(catalog_scores, 1, batch.support.item_rows.clamp(min=0))
     assert torch.allclose(per_row[mask], at_rows[mask], atol=1e-5)
     assert (batch.support.item[PRIOR_KEY][mask] != 0).any()
+
+
+def test_the_prior_reads_low_rated_support_items_at_its_low_weight():
+    catalog, events = two_taste_world()
+    interactions = user_items(events, catalog, {"click": 1.0})
+    matrix = bl.interaction_matrix(interactions.items, interactions.weights, N_ITEMS)
+    prior = dataclasses.replace(prior_of(matrix, lambdas=(10.0,)), low_weight=0.5)
+    outsider, support = np.asarray([45]), [np.asarray([1])]
+    low = [np.asarray([2, 1])]  # item 1 is also a positive: the positive wins
+    both = prior.scores(outsider, support, low)
+    expected = prior.scores(outsider, support) + 0.5 * prior.scores(outsider, [np.asarray([2])])
+    assert torch.allclose(both, expected, atol=1e-6)
+    assert torch.equal(
+        dataclasses.replace(prior, low_weight=0.0).scores(outsider, support, low),
+        prior.scores(outsider, support),
+    )

@@ -269,6 +269,7 @@ def test_a_low_rating_is_no_positive_but_is_never_recommended_back():
     )
     users = eval_users(tasks, catalog, DEFAULTS)
     assert users.support.items[0].tolist() == [2]
+    assert users.support.low[0].tolist() == [1]  # kept apart: input of the item-item models only
     assert sorted(users.seen[0].tolist()) == [1, 2]
     assert users.relevant == [{3}]
     excluded = exclusion_mask(users.seen, np.zeros(N_ITEMS, bool))
@@ -289,3 +290,17 @@ def test_a_task_set_holds_its_positives_first_and_never_its_own_items_as_negativ
     assert s.item_rows.tolist() == [[3, 5, -1, -1, 4], [-1, -1, -1, 2, -1], [7, -1, 8, -1, 0]]
     assert s.target.tolist() == [[1.0, 2.0, 0, 0, 0], [0, 0, 0, 0, 0], [0.5, 0, 0, 0, 0]]
     assert s.mask.tolist() == (s.item_rows >= 0).tolist()
+
+
+def test_a_low_rated_support_item_enters_the_item_item_input_at_its_own_weight():
+    rows = bl.support_matrix(
+        [np.asarray([2]), np.asarray([0])], 5, [np.asarray([1, 2]), np.zeros(0, np.int64)], 0.25
+    )
+    assert rows.tolist() == [[0, 0.25, 1, 0, 0], [1, 0, 0, 0, 0]]  # a positive wins over a low rating
+    assert bl.support_matrix([np.asarray([2])], 5, [np.asarray([1])], 0.0).tolist() == [[0, 0, 1, 0, 0]]
+    train = np.zeros((6, 5), np.float32)
+    train[:3, [0, 1]] = 1
+    train[3:, [2, 3]] = 1
+    ease = bl.EASE(train, 1.0, 5)
+    watched_low = bl.support_matrix([np.zeros(0, np.int64)], 5, [np.asarray([2])], 0.5)
+    assert np.argmax(np.where(watched_low[0] > 0, -np.inf, ease.scores(watched_low)[0])) == 3
