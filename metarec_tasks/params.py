@@ -154,6 +154,9 @@ RankingLoss = Literal["softmax", "bpr"]
 RankingPrior = Literal["none", "ease"]
 
 
+SupportSizes = Literal["uniform", "log_uniform"]  # log_uniform: as many 1–3 as 8–30 item episodes
+
+
 class RankingParams(_Strict):
     """The top-K objective (metarec_tasks/ranking): what is trained, and how it becomes the published score.
 
@@ -172,6 +175,7 @@ class RankingParams(_Strict):
     prior_folds: int = Field(ge=2)  # cross-fitting folds of the training users' prior
     meta: MetaParams  # the ranker's meta-learning block (the same keys as the top-level `meta`)
     max_support: int = Field(ge=1)  # support interactions of a meta-training episode, at most
+    support_sizes: SupportSizes  # how an episode's support size is drawn from 1..max_support
     max_query: int = Field(ge=1)  # query positives of a meta-training episode, at most
     rating_weight: float = Field(ge=0)  # objective=both: weight of the rating term
     max_catalog_items: int = Field(ge=1)  # above this, score a candidate pool instead

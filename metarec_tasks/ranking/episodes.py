@@ -196,8 +196,15 @@ def ranking_batch(
     return TaskBatch(list(users), torch.as_tensor(user_rows), sets[0], sets[1])
 
 
+def support_size(most: int, sizes: str, rng: np.random.Generator) -> int:
+    """An episode's support size in 1..most: uniform, or log-uniform (as many 1–3 as 8–30)."""
+    if sizes == "log_uniform":
+        return min(most, int(np.exp(rng.uniform(0.0, np.log(most + 1)))))
+    return int(rng.integers(1, most + 1))
+
+
 def sample_episodes(
-    data: UserItems, max_support: int, max_query: int, rng: np.random.Generator
+    data: UserItems, max_support: int, max_query: int, rng: np.random.Generator, sizes: str = "uniform"
 ) -> tuple[UserItems, tuple[list, list], tuple[list, list]]:
     """Meta-training episodes: per user (≥ 2 positives) a random support of 1..max_support items and a
     query of up to max_query of the rest — support sizes spread over the cold-start range. The users
@@ -208,7 +215,7 @@ def sample_episodes(
     s_items, s_w, q_items, q_w, seen_low = [], [], [], [], []
     for items, weights, low in zip(data.items, data.weights, data.low_items(), strict=True):
         order = rng.permutation(len(items))
-        size = int(rng.integers(1, min(max_support, len(items) - 1) + 1))
+        size = support_size(min(max_support, len(items) - 1), sizes, rng)
         s, q = order[:size], order[size : size + max_query]
         s_items.append(items[s])
         s_w.append(weights[s])

@@ -98,7 +98,9 @@ def meta_train(
     device = next(model.parameters()).device
 
     def batches(epoch: int) -> Iterator[TaskBatch]:
-        users, support, query = sample_episodes(train, ctx.rp.max_support, ctx.rp.max_query, ctx.rng)
+        users, support, query = sample_episodes(
+            train, ctx.rp.max_support, ctx.rp.max_query, ctx.rng, ctx.rp.support_sizes
+        )
         for index in _shuffled_batches(len(users), mp.meta_batch_size, ctx.rng):
             batch = ctx.batch(
                 users.subset(index),
@@ -173,7 +175,9 @@ def warm_up(model: RankNet, ctx: RankContext, train: UserItems) -> RankNet:
     optimizer = torch.optim.Adam(model.parameters(), lr=mp.meta_lr)
     device = next(model.parameters()).device
     for epoch in tqdm(range(mp.pretrain_epochs), desc="rank warm-up", unit="epoch", disable=None):
-        users, support, query = sample_episodes(train, ctx.rp.max_support, ctx.rp.max_query, ctx.rng)
+        users, support, query = sample_episodes(
+            train, ctx.rp.max_support, ctx.rp.max_query, ctx.rng, ctx.rp.support_sizes
+        )
         total = 0.0
         for index in _shuffled_batches(len(users), mp.pretrain_batch_size, ctx.rng):
             part = users.subset(index)

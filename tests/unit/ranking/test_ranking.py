@@ -20,6 +20,7 @@ from metarec_tasks.ranking.episodes import (
     item_features,
     ranking_set,
     sample_episodes,
+    support_size,
     user_items,
 )
 from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, rank_users, top_k
@@ -304,3 +305,14 @@ def test_a_low_rated_support_item_enters_the_item_item_input_at_its_own_weight()
     ease = bl.EASE(train, 1.0, 5)
     watched_low = bl.support_matrix([np.zeros(0, np.int64)], 5, [np.asarray([2])], 0.5)
     assert np.argmax(np.where(watched_low[0] > 0, -np.inf, ease.scores(watched_low)[0])) == 3
+
+
+def test_log_uniform_support_sizes_give_few_shot_episodes_their_share():
+    rng = np.random.default_rng(0)
+    uniform = np.asarray([support_size(30, "uniform", rng) for _ in range(4000)])
+    log_uniform = np.asarray([support_size(30, "log_uniform", rng) for _ in range(4000)])
+    for sizes in (uniform, log_uniform):
+        assert sizes.min() == 1 and sizes.max() == 30
+    assert (log_uniform <= 3).mean() > 3 * (uniform <= 3).mean()
+    assert abs((log_uniform <= 3).mean() - (log_uniform >= 8).mean()) < 0.1  # 1–3 as often as 8–30
+    assert support_size(1, "log_uniform", rng) == 1
