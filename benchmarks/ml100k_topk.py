@@ -58,7 +58,7 @@ from metarec_tasks.ranking.data import EvalUsers, rank_context
 from metarec_tasks.ranking.data import eval_users as ranking_eval_users
 from metarec_tasks.ranking.scoring import exclusion_mask
 from metarec_tasks.selection.candidates import night_candidates
-from metarec_tasks.selection.metrics import top_k_rows
+from metarec_tasks.selection.metrics import mean_recall, top_k_rows
 from metarec_tasks.selection.select import select
 from metarec_tasks.threads import apply_thread_policy
 from metarec_tasks.training.checkpoint import Checkpoints
@@ -129,6 +129,16 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
     candidates = night_candidates(params, ctx, interactions, val, device, rankers, pretrained)
     excluded_val = exclusion_mask(val.seen, unavailable).numpy()
     selection = select(candidates, val, excluded_val, K, params.selection)
+    val_by_support = {}  # what a cold-start choice may read: validation users, support truncated
+    val_tasks = split[split["split"] == VALIDATION]
+    for size in args.buckets:
+        part = truncate_support(val_tasks, set(val_tasks[USER_KEY]), size, args.seed)
+        users = eval_users(part)
+        excluded = exclusion_mask(users.seen, unavailable).numpy()
+        val_by_support[str(size)] = {
+            name: mean_recall(values, excluded, users.relevant, K)
+            for name, values in selection.score_all(users.support, excluded).items()
+        }
     rows = []
     for size in [FULL, *args.buckets]:
         part = (
@@ -147,6 +157,7 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
     info = {
         "fold": fold,
         "val_recall": selection.validation,
+        "val_recall_by_support": val_by_support,
         "challenger": selection.challenger,
         "knobs": {n: c.knobs for n, c in selection.candidates.items()},
         "blend": selection.blend.to_json() if selection.blend else None,
@@ -234,6 +245,13 @@ def markdown(report: dict) -> str:
             f"| {name} | {t['mean_difference']:+.4f} ± {t['ci95']:.4f} "
             f"| {t['wilcoxon_p']:.2g} | {t['ttest_rel_p']:.2g} |"
         )
+    val_curve = report.get("validation_recall_by_support", {})
+    if val_curve:
+        names = sorted(next(iter(val_curve.values())))
+        lines += ["", f"Validation cold-start curve (validation users, support truncated), Recall@{K}:", ""]
+        lines += ["| s | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for s, entries in sorted(val_curve.items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {s} | " + " | ".join(f"{entries[n]:.3f}" for n in names) + " |")
     lines += ["", f"Cold-start curve (support truncated to s ratings), Recall@{K}:", ""]
     names = sorted(next(iter(report["by_support"].values()), {}))
     lines += ["| s | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -299,6 +317,15 @@ def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, a
         n: float(np.nanmean([f["val_recall"].get(n, np.nan) for f in fold_info]))
         for n in fold_info[0]["val_recall"]
     }
+    by_support: dict[str, dict[str, float]] = {}
+    for f in fold_info:
+        for size, entries in f.get("val_recall_by_support", {}).items():
+            for name, value in entries.items():
+                by_support.setdefault(size, {}).setdefault(name, []).append(value)
+    val_by_support = {
+        size: {name: float(np.nanmean(values)) for name, values in entries.items()}
+        for size, entries in by_support.items()
+    }
     best = SELECTED  # the pipeline's choice on each fold's validation users
     best_meta = max((n for n in val_means if n.startswith("meta_")), key=val_means.get)
     return {
@@ -312,6 +339,7 @@ def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, a
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "validation_recall": val_means,
+        "validation_recall_by_support": val_by_support,
         "best_meta_model": best_meta,
         "challengers": [f["challenger"] for f in fold_info],
         "folds": fold_info,

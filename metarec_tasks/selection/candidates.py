@@ -4,8 +4,8 @@ their inner learning rate and epochs are chosen on validation users too).
 
 | candidate | kind | knobs chosen on validation users |
 |---|---|---|
-| `model` | meta | (meta-training's best epoch) |
-| `rank_pretrained_finetuned` | transfer | its inner learning rate (`selection.transfer_inner_lrs`) |
+| `model` | meta | meta-training's best epoch; the scale of its prior (`ranking.prior_scales`) |
+| `rank_pretrained_finetuned` | transfer | inner learning rate (`selection.transfer_inner_lrs`), prior scale |
 | `ease` | baseline | λ (`selection.ease_lambdas`) |
 | `popularity_mf` | baseline | factors × ridge (`selection.mf_dims`, `selection.mf_regs`) |
 | `item_knn` | baseline | neighbours (`selection.knn_neighbors`) |
@@ -62,8 +62,11 @@ def support_rows(support: UserItems, n_items: int, low_weight: float, weighted: 
     return bl.support_matrix(support.items, n_items, support.low, low_weight, weights)
 
 
-def ranker_scorer(model, algorithm, ctx: RankContext, steps: int, chunk: int, device: torch.device) -> Scorer:
-    """A ranker adapted on each support set, scored over the whole catalog, in chunks."""
+def ranker_scorer(
+    model, algorithm, ctx: RankContext, steps: int, chunk: int, device: torch.device, prior_scale: float = 1.0
+) -> Scorer:
+    """A ranker adapted on each support set, scored over the whole catalog, in chunks; `prior_scale`
+    multiplies its item-item prior term (a model with a prior)."""
     items = items_on(ctx.items, device)
 
     def score(support: UserItems) -> np.ndarray:
@@ -71,7 +74,9 @@ def ranker_scorer(model, algorithm, ctx: RankContext, steps: int, chunk: int, de
         for start in range(0, len(support), chunk):
             part = support.subset(np.arange(start, min(start + chunk, len(support))))
             batch = to_device(ctx.support_batch(part), device)
-            scores = score_items(model, algorithm, batch, steps, items, ctx.prior_scores(part))
+            prior = ctx.prior_scores(part)
+            prior = None if prior is None else prior * prior_scale
+            scores = score_items(model, algorithm, batch, steps, items, prior)
             out.append(scores.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(ctx.unavailable)), np.float32)
 
@@ -131,12 +136,12 @@ def night_candidates(
     excluded = exclusion_mask(val.seen, ctx.unavailable).numpy()
     low = sp.low_rating_weights
 
-    def transfer(inner_lr: float) -> Scorer:
+    def transfer(inner_lr: float, prior_scale: float = 1.0) -> Scorer:
         meta = params.ranking.meta.model_copy(update={"inner_lr": inner_lr})
         algorithm = ranking_algorithm(
             params.ranking.model_copy(update={"meta": meta}), pretrained, TRANSFER_ALGORITHM
         )
-        return ranker_scorer(pretrained, algorithm, ctx, steps, chunk, device)
+        return ranker_scorer(pretrained, algorithm, ctx, steps, chunk, device, prior_scale)
 
     fitted: dict[tuple, Any] = {}  # each fit once, whatever low-rating weight reads it
 
@@ -159,21 +164,19 @@ def night_candidates(
     def popularity() -> Scorer:
         return lambda support: bl.popularity(train, support.items)
 
+    def meta(model: RankNet, algorithm: MetaAlgorithm) -> Callable[..., Scorer]:
+        return lambda prior_scale=1.0: ranker_scorer(model, algorithm, ctx, steps, chunk, device, prior_scale)
+
+    scales = {"prior_scale": params.ranking.prior_scales} if ctx.prior is not None else {}
     metas = [
-        tuned(
-            name,
-            "meta",
-            lambda m=model, a=alg: ranker_scorer(m, a, ctx, steps, chunk, device),
-            {},
-            val,
-            excluded,
-            k,
-        )
+        tuned(name, "meta", meta(model, alg), scales, val, excluded, k)
         for name, (model, alg) in rankers.items()
     ]
     return [
         *metas,
-        tuned(TRANSFER, "transfer", transfer, {"inner_lr": sp.transfer_inner_lrs}, val, excluded, k),
+        tuned(
+            TRANSFER, "transfer", transfer, {"inner_lr": sp.transfer_inner_lrs, **scales}, val, excluded, k
+        ),
         tuned("ease", "baseline", ease, {"lam": sp.ease_lambdas, "low_weight": low}, val, excluded, k),
         tuned(
             "popularity_mf",

@@ -106,3 +106,22 @@ def test_the_prior_reads_low_rated_support_items_at_its_low_weight():
         dataclasses.replace(prior, low_weight=0.0).scores(outsider, support, low),
         prior.scores(outsider, support),
     )
+
+
+def test_the_prior_scale_multiplies_the_prior_term_alone():
+    from metarec_tasks.selection.candidates import ranker_scorer
+
+    catalog, events = two_taste_world()
+    rp = rank_params({"meta_batch_size": 8}, negatives=5)
+    train = user_items(events, catalog, rp.event_weights)
+    matrix = bl.interaction_matrix(train.items, train.weights, N_ITEMS)
+    ctx = dataclasses.replace(context(catalog, train, rp), prior=prior_of(matrix))
+    torch.manual_seed(0)
+    model = RankNet(PRIOR_DIMS)
+    algorithm = ranking_algorithm(rp, model, "metasgd")
+    users = train.subset(np.arange(40, 46))
+    cpu = torch.device("cpu")
+    one, two = (ranker_scorer(model, algorithm, ctx, 2, 4, cpu, s)(users) for s in (1.0, 2.0))
+    without = ranker_scorer(model, algorithm, ctx, 2, 4, cpu, 0.0)(users)
+    assert np.allclose(two - without, 2 * (one - without), atol=1e-4)
+    assert not np.allclose(one, without)
