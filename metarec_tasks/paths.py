@@ -128,6 +128,12 @@ class Workspace:
         return self.predictions / "selection.json"
 
     @property
+    def distill_timing(self) -> Path:
+        """The student and its teacher scoring the holdout users: ms per 1,000 users (not a choice:
+        kept out of selection.json, which must not depend on how busy the machine was)."""
+        return self.predictions / "distill_timing.json"
+
+    @property
     def recommendations(self) -> Path:
         """The top-K of every active user: what publish writes to the warehouse."""
         return self.predictions / "recommendations.parquet"

@@ -10,6 +10,7 @@ their inner learning rate and epochs are chosen on validation users too).
 | `popularity_mf` | baseline | factors × ridge (`selection.mf_dims`, `selection.mf_regs`) |
 | `item_knn` | baseline | neighbours (`selection.knn_neighbors`) |
 | `popularity` | baseline | — |
+| `student` | student | temperature (`distill.temperatures`), epochs (`selection/distill.py`) |
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ Scorer = Callable[[UserItems], np.ndarray]  # support sets → [users, n_items] 
 @dataclass
 class Candidate:
     name: str
-    kind: str  # meta | transfer | baseline | blend
+    kind: str  # meta | transfer | baseline | blend | student
     score: Scorer
     knobs: dict[str, Any] = field(default_factory=dict)
     validation: float = float("nan")  # mean validation Recall@K
