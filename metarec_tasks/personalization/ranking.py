@@ -35,7 +35,7 @@ from metarec_tasks.ranking.data import RankData, items_on, positives
 from metarec_tasks.ranking.episodes import user_items
 from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, top_k
 from metarec_tasks.selection.candidates import MODEL, night_candidates
-from metarec_tasks.selection.distill import STUDENT, scoring_ms, student_candidate
+from metarec_tasks.selection.distill import STUDENT, student_candidate, timed_scores
 from metarec_tasks.selection.select import Selection, select, with_candidate
 from metarec_tasks.training.runtime import to_device
 
@@ -85,7 +85,7 @@ def distill_timing(params: Params, rd: RankData, selection: Selection) -> dict:
         "teacher": names[0],
         "student": STUDENT,
         "users": len(test.support),
-        "ms_per_1000_users": scoring_ms(selection, names, test.support, excluded),
+        "ms_per_1000_users": timed_scores(selection, names, test.support, excluded)[1],
     }
 
 

@@ -14,7 +14,7 @@
    same `tuned` as every baseline's knobs; the student then competes with every candidate and the
    blend (`select.with_candidate`), but is no part of the blend — it would only echo its teacher.
 
-Nothing here reads a holdout user; `scoring_ms` measures scoring time of teacher and student on any
+Nothing here reads a holdout user; `timed_scores` measures scoring time of teacher and student on any
 support sets (the finetune stage gives it the holdout users' for the report).
 """
 
@@ -258,12 +258,14 @@ def student_candidate(
     return student
 
 
-def scoring_ms(selection: Selection, names: list[str], support: UserItems, excluded: np.ndarray) -> dict:
-    """Milliseconds per 1,000 users each of `names` takes to score the catalog for `support` (each
+def timed_scores(
+    selection: Selection, names: list[str], support: UserItems, excluded: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each of `names`' scores for `support`, and the milliseconds per 1,000 users it took (each
     candidate's own full scoring: a blend scores its parts)."""
-    out = {}
+    scores, ms = {}, {}
     for name in names:
         started = time.perf_counter()
-        selection.score(name, support, excluded)
-        out[name] = (time.perf_counter() - started) * 1e6 / max(len(support), 1)
-    return out
+        scores[name] = selection.score(name, support, excluded)
+        ms[name] = (time.perf_counter() - started) * 1e6 / max(len(support), 1)
+    return scores, ms
