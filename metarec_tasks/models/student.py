@@ -14,12 +14,18 @@ costs O(dim × items), not an adaptation (meta ranker) or O(items²) (EASE).
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
 
+from metarec_tasks.models.io import atomic_save, cpu_state, restore, safe_load
 from metarec_tasks.models.ranking import ItemTower, RankDims
 from metarec_tasks.models.rating import Features
 
+STUDENT_FORMAT = "metarec-student-model/1"
 ITEM_ID = "item_id"
 USER_CAT = "user_cat"
 
@@ -76,6 +82,25 @@ class Student(nn.Module):
             return users @ table.T + bias
         safe = columns.clamp(min=0)
         return (users[:, None, :] * table[safe]).sum(-1) + bias[safe]
+
+
+def save_student(path: Path, model: Student, metadata: dict[str, Any]) -> None:
+    """The weights and shape (the catalog's features are the run's data, not saved)."""
+    payload = {
+        "format": STUDENT_FORMAT,
+        "dims": asdict(model.dims),
+        "state_dict": cpu_state(model.state_dict()),
+    }
+    atomic_save({**payload, "metadata": metadata}, path)
+
+
+def load_student(
+    path: Path, items: Features, users: Features, device: torch.device | str = "cpu"
+) -> tuple[Student, dict[str, Any]]:
+    """(student over this catalog's features, metadata); anything but a student file is refused."""
+    payload = safe_load(path, device, STUDENT_FORMAT, "MetaRec student model file")
+    model = restore(payload, path, lambda dims: Student(RankDims(**dims), items, users), "student model file")
+    return model.to(device), payload["metadata"]
 
 
 def _buffer(side: str, name: str) -> str:

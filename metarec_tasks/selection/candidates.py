@@ -51,6 +51,7 @@ class Candidate:
     validation: float = float("nan")  # mean validation Recall@K
     tried: list[dict[str, Any]] = field(default_factory=list)  # every knob setting and its recall
     val_scores: np.ndarray | None = None  # its scores of the validation users (the blend learns on them)
+    network: torch.nn.Module | None = None  # a network trained tonight (the student), saved with the run
 
 
 def support_rows(support: UserItems, n_items: int) -> np.ndarray:

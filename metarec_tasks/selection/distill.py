@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from metarec_tasks.meta.base import InnerLoop, MetaAlgorithm
 from metarec_tasks.meta.tasks import InteractionSet, TaskBatch
 from metarec_tasks.models.ranking import RankDims
-from metarec_tasks.models.student import Student
+from metarec_tasks.models.student import Student, save_student
 from metarec_tasks.params import Params
 from metarec_tasks.ranking.data import EvalUsers, RankContext, exclusion_mask, items_on
 from metarec_tasks.ranking.episodes import UserItems, ragged_index, sample_episodes
@@ -243,19 +243,30 @@ def student_candidate(
     excluded = exclusion_mask(val.seen, ctx.unavailable).numpy()
     items = items_on(ctx.catalog.items, device)
     users = items_on(ctx.catalog.users, device)
-    epochs = {}
+    trained: dict[float, tuple[Student, int]] = {}
 
     def build(temperature: float) -> Scorer:
         torch.manual_seed(params.run.seed)
         model = Student(dims, items, users).to(device)
         result = train_student(model, lessons, val, excluded, temperature, params)
-        epochs[temperature] = result.best_epoch + 1
+        trained[temperature] = model, result.best_epoch + 1
         return student_scorer(model, params.finetune.chunk_size)
 
     grid = {"temperature": params.distill.temperatures}
     student = tuned(STUDENT, "student", build, grid, val, excluded, params.evaluate.catalog_k)
-    student.knobs |= {"epochs": epochs[student.knobs["temperature"]], "teacher": teacher}
+    student.network, epochs = trained[student.knobs["temperature"]]
+    student.knobs |= {"epochs": epochs, "teacher": teacher}
     return student
+
+
+def save_student_of(selection: Selection, path: Path) -> None:
+    """The night's student network and its knobs (what the producer record hashes); without a
+    student, an earlier night's file is removed, so no record can hash a stale one."""
+    student = selection.candidates.get(STUDENT)
+    if student is None or student.network is None:
+        path.unlink(missing_ok=True)
+        return
+    save_student(path, student.network, {"knobs": student.knobs, "validation": student.validation})
 
 
 def timed_scores(

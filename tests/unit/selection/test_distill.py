@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from metarec_tasks.errors import ConfigError
+from metarec_tasks.errors import ConfigError, ModelFileError
 from metarec_tasks.meta.tasks import Catalog
-from metarec_tasks.models.ranking import RankDims
-from metarec_tasks.models.student import Student
+from metarec_tasks.models.ranking import RankDims, load_rank_model
+from metarec_tasks.models.student import Student, load_student
 from metarec_tasks.params import load_params
 from metarec_tasks.ranking.data import EvalUsers, RankContext, exclusion_mask
 from metarec_tasks.ranking.episodes import UserItems
 from metarec_tasks.selection.candidates import Candidate
-from metarec_tasks.selection.distill import STUDENT, student_candidate, teach
+from metarec_tasks.selection.distill import STUDENT, save_student_of, student_candidate, student_scorer, teach
 from metarec_tasks.selection.metrics import mean_recall, top_k_rows
 from metarec_tasks.selection.select import select, with_candidate
 from tests.helpers import REPO
@@ -123,7 +123,7 @@ def test_the_teachers_lessons_list_its_top_items_first_and_never_a_support_item(
         assert np.all(np.diff(lessons.scores[e, :15][lessons.mask[e, :15]]) <= 0)  # best first
 
 
-def test_the_student_learns_to_rank_like_its_teacher_and_is_a_candidate_chosen_on_validation_users():
+def test_the_student_learns_to_rank_like_its_teacher_and_is_a_candidate_chosen_on_validation_users(tmp_path):
     ctx, dims, train, val = world()
     selection, excluded = teacher_selection(val)
     p = params(**{"distill.temperatures": [0.5, 2.0]})
@@ -145,6 +145,13 @@ def test_the_student_learns_to_rank_like_its_teacher_and_is_a_candidate_chosen_o
     assert student.validation > 0.6 and student.validation > 3 * mean_recall(
         untrained(*_padded(val.support)).detach().numpy(), excluded, val.relevant, K
     )
+
+    save_student_of(with_candidate(selection, student, len(val.support), K), tmp_path / "student.pt")
+    loaded, metadata = load_student(tmp_path / "student.pt", ctx.catalog.items, ctx.catalog.users)
+    assert metadata["knobs"] == student.knobs
+    np.testing.assert_allclose(student_scorer(loaded, 64)(val.support), scores, rtol=1e-6)
+    with pytest.raises(ModelFileError):
+        load_rank_model(tmp_path / "student.pt")  # a student file is no ranker file, nor the reverse
 
     joined = with_candidate(selection, student, len(val.support), K)
     assert set(joined.candidates) == {"ease", STUDENT} and joined.kind(STUDENT) == "student"

@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from metarec_tasks.orchestration.cli import main
+from metarec_tasks.orchestration.summary import selection_lines
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
+from metarec_tasks.publishing.records import file_md5, producer_row
 from metarec_tasks.stages import evaluate, finetune
 from tests.helpers import build_episodes_workspace
 
@@ -48,6 +50,9 @@ def test_finetune_loads_the_data_once_and_writes_every_table(trained, monkeypatc
     assert {t["temperature"] for t in student["tried"]} == set(params.distill.temperatures)
     timing = json.loads(trained.distill_timing.read_text())
     assert set(timing["ms_per_1000_users"]) == {student["knobs"]["teacher"], "student"}
+    producer = {"candidate": "student", "kind": "student", "parts": {"student": student}}
+    lineage = producer_row(producer, params, trained)  # what publish records if the student wins
+    assert lineage["model_hashes"]["student"] == file_md5(trained.student_model_file)
     chosen = (
         topk[topk["predictor"] == selection["challenger"]].drop(columns="predictor").reset_index(drop=True)
     )
@@ -86,7 +91,9 @@ def test_evaluate_reports_the_student_against_its_teacher_and_per_melu_scenario(
     params = load_params(trained.root / "params.yaml")
     finetune.run(params, trained)
     evaluate.run(params, trained)
-    distill = json.loads(trained.metrics.read_text())["gate"]["selection"]["distill"]
+    report = json.loads(trained.metrics.read_text())["gate"]["selection"]
+    distill = report["distill"]
+    assert any(line.startswith("Student vs its teacher") for line in selection_lines(report))
     selection = json.loads(trained.selection.read_text())
     assert distill["student"] == "student"
     assert distill["teacher"] == selection["candidates"]["student"]["knobs"]["teacher"]
