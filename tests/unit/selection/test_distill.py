@@ -16,7 +16,14 @@ from metarec_tasks.params import load_params
 from metarec_tasks.ranking.data import EvalUsers, RankContext, exclusion_mask
 from metarec_tasks.ranking.episodes import UserItems
 from metarec_tasks.selection.candidates import Candidate
-from metarec_tasks.selection.distill import STUDENT, save_student_of, student_candidate, student_scorer, teach
+from metarec_tasks.selection.distill import (
+    STUDENT,
+    padded,
+    save_student_of,
+    student_candidate,
+    student_scorer,
+    teach,
+)
 from metarec_tasks.selection.metrics import mean_recall, top_k_rows
 from metarec_tasks.selection.select import select, with_candidate
 from tests.helpers import REPO
@@ -151,7 +158,7 @@ def test_the_student_learns_to_rank_like_its_teacher_and_is_a_candidate_chosen_o
     assert metadata["knobs"] == student.knobs
     np.testing.assert_allclose(student_scorer(loaded, 64)(val.support), scores, rtol=1e-6)
     with pytest.raises(ModelFileError):
-        load_rank_model(tmp_path / "student.pt")  # a student file is no ranker file, nor the reverse
+        load_rank_model(tmp_path / "student.pt")  # a student file is refused where a ranker is expected
 
     joined = with_candidate(selection, student, len(val.support), K)
     assert set(joined.candidates) == {"ease", STUDENT} and joined.kind(STUDENT) == "student"
@@ -162,8 +169,6 @@ def test_the_student_learns_to_rank_like_its_teacher_and_is_a_candidate_chosen_o
 
 
 def _padded(support: UserItems):
-    from metarec_tasks.selection.distill import padded
-
     rows, weights = padded(support.items, support.weights)
     return rows, weights, torch.as_tensor(support.user_rows)
 

@@ -48,6 +48,13 @@ def test_finetune_loads_the_data_once_and_writes_every_table(trained, monkeypatc
     student = selection["candidates"]["student"]
     assert student["kind"] == "student" and student["knobs"]["teacher"] in expected | {"blend"}
     assert {t["temperature"] for t in student["tried"]} == set(params.distill.temperatures)
+    tasks = pd.read_parquet(trained.tasks_file)
+    support = tasks[(tasks["split"] == "test") & (tasks["role"] == "support")]
+    seen = set(zip(support["user_id"].astype(str), support["item_id"].astype(str), strict=True))
+    lists = topk[topk["predictor"] == "student"]
+    assert len(lists) and not any(
+        (u, i) in seen for u, i in zip(lists["user_id"], lists["item_id"], strict=True)
+    )
     timing = json.loads(trained.distill_timing.read_text())
     assert set(timing["ms_per_1000_users"]) == {student["knobs"]["teacher"], "student"}
     producer = {"candidate": "student", "kind": "student", "parts": {"student": student}}
