@@ -24,6 +24,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,13 @@ from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet
 from metarec_tasks.params import load_params
 from metarec_tasks.paths import Workspace
-from metarec_tasks.ranking.data import EvalUsers, rank_context
+from metarec_tasks.ranking.data import EvalUsers, RankContext, rank_context
 from metarec_tasks.ranking.data import eval_users as ranking_eval_users
+from metarec_tasks.ranking.episodes import UserItems
 from metarec_tasks.ranking.scoring import exclusion_mask
 from metarec_tasks.selection.candidates import night_candidates
 from metarec_tasks.selection.metrics import mean_recall, top_k_rows
-from metarec_tasks.selection.select import select
+from metarec_tasks.selection.select import Selection, select
 from metarec_tasks.threads import apply_thread_policy
 from metarec_tasks.training.checkpoint import Checkpoints
 from metarec_tasks.training.ranker import meta_train, ranking_algorithm, warm_up
@@ -84,18 +86,27 @@ def per_user_rows(ranked: np.ndarray, relevant: list[set[int]], users: list[str]
     return out
 
 
-def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params, args) -> tuple[list, dict]:
+@dataclass
+class Fold:
+    """One fold's data and the pipeline's selection on its validation users."""
+
+    selection: Selection
+    ctx: RankContext
+    train: UserItems  # the ranker's positives of the training users
+    val: EvalUsers
+    test_tasks: pd.DataFrame
+    info: dict
+
+
+def fold_selection(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params, args) -> Fold:
+    """Train the meta rankers of `args.algorithms` on one fold, then every candidate tuned, the blend
+    learned and the challenger chosen on the fold's validation users — the pipeline's own code."""
     rp = params.ranking
     split = fold_tasks(tasks, folds, fold, protocol)
     held = set(split.loc[split["split"].isin([TEST, VALIDATION]), USER_KEY])
     train_events = ratings[~ratings[USER_KEY].isin(held)]
     unavailable = np.zeros(len(catalog.item_ids), bool)
-
-    def eval_users(part: pd.DataFrame) -> EvalUsers:  # the pipeline's own rule
-        return ranking_eval_users(part, catalog, params)
-
-    val = eval_users(split[split["split"] == VALIDATION])
-    test_tasks = split[split["split"] == TEST]
+    val = ranking_eval_users(split[split["split"] == VALIDATION], catalog, params)  # the pipeline's rule
     rng = np.random.default_rng([args.seed, fold])  # the pipeline's own rules: positives, sampler, prior
     ctx, train, interactions, _ = rank_context(params, catalog, train_events, val, unavailable, rng)
     dims = RankDims.from_vocab(vocab, rp.dim, ctx.prior, rp.prior_weight)
@@ -123,8 +134,6 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
         )
     train_seconds = time.perf_counter() - started
 
-    # The pipeline's own selection: every candidate tuned, the blend learned, the challenger chosen —
-    # on this fold's validation users only.
     device = torch.device("cpu")
     candidates = night_candidates(params, ctx, interactions, val, device, rankers, pretrained)
     excluded_val = exclusion_mask(val.seen, unavailable).numpy()
@@ -133,27 +142,12 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
     val_tasks = split[split["split"] == VALIDATION]
     for size in args.buckets:
         part = truncate_support(val_tasks, set(val_tasks[USER_KEY]), size, args.seed)
-        users = eval_users(part)
+        users = ranking_eval_users(part, catalog, params)
         excluded = exclusion_mask(users.seen, unavailable).numpy()
         val_by_support[str(size)] = {
             name: mean_recall(values, excluded, users.relevant, K)
             for name, values in selection.score_all(users.support, excluded).items()
         }
-    rows = []
-    for size in [FULL, *args.buckets]:
-        part = (
-            test_tasks
-            if size == FULL
-            else truncate_support(test_tasks, set(test_tasks[USER_KEY]), size, args.seed)
-        )
-        users = eval_users(part)
-        excluded = exclusion_mask(users.seen, unavailable).numpy()
-        scores = selection.score_all(users.support, excluded)
-        scores[SELECTED] = scores[selection.challenger]
-        for name, values in scores.items():
-            lists = top_k_rows(values, excluded, K)
-            for row in per_user_rows(lists, users.relevant, users.support.users):
-                rows.append({"fold": fold, "support": str(size), "predictor": name, **row})
     info = {
         "fold": fold,
         "val_recall": selection.validation,
@@ -163,7 +157,28 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
         "blend": selection.blend.to_json() if selection.blend else None,
         "train_seconds": train_seconds,
     }
-    return rows, info
+    return Fold(selection, ctx, train, val, split[split["split"] == TEST], info)
+
+
+def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params, args) -> tuple[list, dict]:
+    chosen = fold_selection(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args)
+    selection, test_tasks, unavailable = chosen.selection, chosen.test_tasks, chosen.ctx.unavailable
+    rows = []
+    for size in [FULL, *args.buckets]:
+        part = (
+            test_tasks
+            if size == FULL
+            else truncate_support(test_tasks, set(test_tasks[USER_KEY]), size, args.seed)
+        )
+        users = ranking_eval_users(part, catalog, params)
+        excluded = exclusion_mask(users.seen, unavailable).numpy()
+        scores = selection.score_all(users.support, excluded)
+        scores[SELECTED] = scores[selection.challenger]
+        for name, values in scores.items():
+            lists = top_k_rows(values, excluded, K)
+            for row in per_user_rows(lists, users.relevant, users.support.users):
+                rows.append({"fold": fold, "support": str(size), "predictor": name, **row})
+    return rows, chosen.info
 
 
 def paired_tests(full: pd.DataFrame, best: str, skip: set[str]) -> dict:

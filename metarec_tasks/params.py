@@ -211,6 +211,29 @@ class SelectionParams(_Strict):
     min_bucket_users: int = Field(ge=1)
 
 
+class DistillParams(_Strict):
+    """The student (`selection/distill.py`): a two-tower net trained on training users to rank the
+    catalog like the night's challenger; its temperature and epochs are chosen on validation users."""
+
+    enabled: bool
+    dim: int = Field(ge=1)
+    temperatures: list[float] = Field(min_length=1)
+    epochs: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    draws: int = Field(ge=1)  # support sets per training user, each scored once by the teacher
+    top_n: int = Field(ge=1)  # the teacher's top items per support set...
+    sampled: int = Field(ge=0)  # ...plus uniformly sampled items
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(t <= 0 for t in value):
+            raise ValueError(f"temperatures must be positive, got {value}")
+        return value
+
+
 class FinetuneParams(_Strict):
     inner_steps: int = Field(ge=0)
     chunk_size: int = Field(ge=1)
@@ -326,6 +349,7 @@ class Params(_Strict):
     finetune: FinetuneParams
     ranking: RankingParams
     selection: SelectionParams
+    distill: DistillParams
     evaluate: EvaluateParams
     publish: PublishParams
     alerts: AlertParams

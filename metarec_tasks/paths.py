@@ -128,6 +128,17 @@ class Workspace:
         return self.predictions / "selection.json"
 
     @property
+    def student_model_file(self) -> Path:
+        """The student distilled from the night's challenger (`selection/distill.py`)."""
+        return self.predictions / "student.pt"
+
+    @property
+    def distill_timing(self) -> Path:
+        """The student and its teacher scoring the holdout users: ms per 1,000 users (not a choice:
+        kept out of selection.json, which must not depend on how busy the machine was)."""
+        return self.predictions / "distill_timing.json"
+
+    @property
     def recommendations(self) -> Path:
         """The top-K of every active user: what publish writes to the warehouse."""
         return self.predictions / "recommendations.parquet"

@@ -107,6 +107,7 @@ def selection_section(selection: dict[str, Any] | None, curve: pd.DataFrame) -> 
             f"| {row['candidate']} | {row['kind']} | {row['validation']:.4f} | "
             f"{row['holdout']:.4f} ± {row['holdout_ci95']:.4f} |"
         )
+    lines += distill_lines(selection.get("distill"), metric)
     columns = [c for c in curve.columns if c.endswith(f".{metric}")]
     if columns and "group" in curve:
         names = [c.removesuffix(f".{metric}") for c in columns]
@@ -116,6 +117,28 @@ def selection_section(selection: dict[str, Any] | None, curve: pd.DataFrame) -> 
             cells = " | ".join("" if pd.isna(row[c]) else f"{row[c]:.3f}" for c in columns)
             lines.append(f"| {row['group']} | {cells} |")
     return [*lines, ""]
+
+
+def distill_lines(distill: dict[str, Any] | None, metric: str) -> list[str]:
+    """The student against its teacher on holdout users: quality and scoring time."""
+    if not distill:
+        return []
+    return [
+        "",
+        f"Distillation: the student `{distill['student']}` learned from `{distill['teacher']}` on training "
+        "users (temperature and epochs chosen on validation users). On holdout users:",
+        "",
+        f"| model | holdout {metric} (± 95% CI) | scoring ms per 1,000 users |",
+        "|---|---|---|",
+        *(
+            f"| {distill[role]} ({role}) | {distill[f'{role}_holdout']:.4f} ± "
+            f"{distill[f'{role}_holdout_ci95']:.4f} | {distill[f'{role}_ms_per_1000_users']:.1f} |"
+            for role in ("teacher", "student")
+        ),
+        "",
+        f"Student − teacher: {distill['difference']:+.4f} per holdout user (Wilcoxon p "
+        f"{distill['wilcoxon_p']:.2g}, {distill['paired_users']} users).",
+    ]
 
 
 def _charts(

@@ -1,5 +1,6 @@
 """The night's selection as the holdout users see it: every candidate with its validation and
-holdout Recall@K (95% CIs), the challenger, and a paired test against the best single baseline.
+holdout Recall@K (95% CIs), the challenger, and a paired test against the best single baseline;
+with a student, the student against its teacher (Recall@K, paired test, scoring time).
 
 The choice itself was made on validation users in `finetune` (`metarec_tasks/selection`); nothing
 here changes it — holdout users only report how good it was.
@@ -19,10 +20,15 @@ from metarec_tasks.logs.contract import USER_KEY
 from metarec_tasks.params import EvaluateParams
 
 SELECTED = "selected"  # the challenger's holdout lists (personalization/ranking.py writes them)
+STUDENT_KIND = "student"  # the candidate distilled from the challenger (selection/distill.py)
 
 
 def selection_report(
-    selection: dict[str, Any], topk: pd.DataFrame, holdout: pd.DataFrame, ep: EvaluateParams
+    selection: dict[str, Any],
+    topk: pd.DataFrame,
+    holdout: pd.DataFrame,
+    ep: EvaluateParams,
+    timing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     metric = f"catalog_recall@{ep.catalog_k}"
     kinds = {name: c["kind"] for name, c in selection["candidates"].items()}
@@ -63,7 +69,27 @@ def selection_report(
     }
     if best is not None:
         report |= paired(per_user[SELECTED], per_user[best])
+    students = [name for name, kind in kinds.items() if kind == STUDENT_KIND]
+    if students:
+        report["distill"] = distill_report(students[0], selection, per_user, timing or {})
     return report
+
+
+def distill_report(
+    student: str, selection: dict[str, Any], per_user: dict[str, pd.Series], timing: dict[str, Any]
+) -> dict[str, Any]:
+    """The student against its teacher on holdout users: Recall@K of each (95% CI), the paired test,
+    and the scoring time of each (ms per 1,000 users, measured by finetune on the same users)."""
+    teacher = selection["candidates"][student]["knobs"]["teacher"]
+    out: dict[str, Any] = {"student": student, "teacher": teacher}
+    for role, name in (("student", student), ("teacher", teacher)):
+        values = per_user[name].to_numpy(float)
+        mean, half = mean_ci95(values) if len(values) else (float("nan"), float("nan"))
+        out[f"{role}_holdout"], out[f"{role}_holdout_ci95"] = mean, half
+    ms = timing.get("ms_per_1000_users", {})
+    out["student_ms_per_1000_users"] = ms.get(student, float("nan"))
+    out["teacher_ms_per_1000_users"] = ms.get(teacher, float("nan"))
+    return out | paired(per_user[student], per_user[teacher])
 
 
 def paired(challenger: pd.Series, baseline: pd.Series) -> dict[str, float]:

@@ -122,6 +122,14 @@ def selection_lines(selection: dict) -> list[str]:
             f"{selection['difference']:+.4f} {metric} (Wilcoxon p {selection['wilcoxon_p']:.2g}, "
             f"{selection['paired_users']} users)"
         )
+    distill = selection.get("distill")
+    if distill:
+        d = distill
+        out.append(
+            f"Student vs its teacher {d['teacher']} on holdout users: {d['student_holdout']:.4f} vs "
+            f"{d['teacher_holdout']:.4f} {metric} (Wilcoxon p {d['wilcoxon_p']:.2g}); scoring "
+            f"{d['student_ms_per_1000_users']:.0f} vs {d['teacher_ms_per_1000_users']:.0f} ms per 1,000 users"
+        )
     return out
 
 

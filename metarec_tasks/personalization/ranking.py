@@ -1,7 +1,8 @@
 """The ranker's part of `finetune`: holdout top-K lists for evaluation, and the published top-K.
 
 - `night_selection`: every top-K candidate tuned and the challenger chosen on validation users
-  (`metarec_tasks/selection`);
+  (`metarec_tasks/selection`), the challenger distilled into the student, which competes too;
+- `distill_timing`: scoring time of the student and its teacher on the holdout users;
 - `holdout_topk`: holdout users adapted on their support set only; every candidate, the blend and
   the selected one ranked over the whole catalog (support items and unavailable items excluded);
 - `recommend_ranked`: every user active in the window, their latest interactions (any event type;
@@ -25,6 +26,7 @@ from metarec_tasks.meta import TRANSFER_ALGORITHM
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.functional import score_catalog
 from metarec_tasks.meta.tasks import Catalog, build_task_batch
+from metarec_tasks.models.ranking import RankDims
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.personalization.frames import rows_frame
@@ -33,7 +35,8 @@ from metarec_tasks.ranking.data import RankData, items_on, positives
 from metarec_tasks.ranking.episodes import user_items
 from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, top_k
 from metarec_tasks.selection.candidates import MODEL, night_candidates
-from metarec_tasks.selection.select import Selection, select
+from metarec_tasks.selection.distill import STUDENT, student_candidate, timed_scores
+from metarec_tasks.selection.select import Selection, select, with_candidate
 from metarec_tasks.training.runtime import to_device
 
 TOPK_COLUMNS = [USER_KEY, "predictor", "rank", ITEM_KEY, "score"]
@@ -52,15 +55,38 @@ def ranked_frame(users: list[str], rows: np.ndarray, values: np.ndarray, item_id
 
 
 def night_selection(params: Params, ws: Workspace, rd: RankData, device: torch.device) -> Selection:
-    """Every candidate tuned, the blend learned, the challenger chosen — on validation users only."""
-    val = rd.validation
+    """Every candidate tuned, the blend learned, the challenger chosen — on validation users only;
+    then (`distill.enabled`) the challenger distilled into the student, which competes too."""
+    val, k = rd.validation, params.evaluate.catalog_k
     excluded = exclusion_mask(val.seen, rd.ctx.unavailable).numpy()
     model, algorithm = load_adapting_ranker(ws.rank_model_file, params, device)
     pretrained, _ = load_adapting_ranker(ws.rank_pretrained_file, params, device, TRANSFER_ALGORITHM)
     candidates = night_candidates(
         params, rd.ctx, rd.interactions, val, device, {MODEL: (model, algorithm)}, pretrained
     )
-    return select(candidates, val, excluded, params.evaluate.catalog_k, params.selection)
+    selection = select(candidates, val, excluded, k, params.selection)
+    if not params.distill.enabled:
+        return selection
+    dims = RankDims.from_vocab(rd.data.vocab, params.distill.dim)
+    student = student_candidate(params, rd.ctx, dims, rd.train, val, selection, device)
+    return with_candidate(selection, student, len(val.support), k)
+
+
+def distill_timing(params: Params, rd: RankData, selection: Selection) -> dict:
+    """The student and its teacher scoring the holdout users' support sets: ms per 1,000 users each
+    ({} without a student)."""
+    student = selection.candidates.get(STUDENT)
+    if student is None:
+        return {}
+    test = rd.eval_users(rd.data.split(TEST), params)
+    excluded = exclusion_mask(test.seen, rd.ctx.unavailable).numpy()
+    names = [student.knobs["teacher"], STUDENT]
+    return {
+        "teacher": names[0],
+        "student": STUDENT,
+        "users": len(test.support),
+        "ms_per_1000_users": timed_scores(selection, names, test.support, excluded)[1],
+    }
 
 
 def holdout_topk(params: Params, rd: RankData, selection: Selection) -> pd.DataFrame:

@@ -54,7 +54,11 @@ def quality_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-PART_FILES = {"meta": "rank_model_file", "transfer": "rank_pretrained_file"}  # Workspace properties
+PART_FILES = {  # Workspace properties
+    "meta": "rank_model_file",
+    "transfer": "rank_pretrained_file",
+    "student": "student_model_file",
+}
 
 
 def producer_row(producer: dict[str, Any], params: Any, ws: Any) -> dict[str, Any]:

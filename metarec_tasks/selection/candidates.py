@@ -13,6 +13,7 @@ their inner learning rate and epochs are chosen on validation users too).
 Every item-item or MF baseline also chooses the input weight of a support item its user rated low
 (`selection.low_rating_weights`): seen but not liked, it still says what the user watches.
 | `popularity` | baseline | — |
+| `student` | student | temperature (`distill.temperatures`), epochs (`selection/distill.py`) |
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ Scorer = Callable[[UserItems], np.ndarray]  # support sets → [users, n_items] 
 @dataclass
 class Candidate:
     name: str
-    kind: str  # meta | transfer | baseline | blend
+    kind: str  # meta | transfer | baseline | blend | student
     score: Scorer
     knobs: dict[str, Any] = field(default_factory=dict)
     validation: float = float("nan")  # mean validation Recall@K
     tried: list[dict[str, Any]] = field(default_factory=list)  # every knob setting and its recall
     val_scores: np.ndarray | None = None  # its scores of the validation users (the blend learns on them)
+    network: torch.nn.Module | None = None  # a network trained tonight (the student), saved with the run
 
 
 def support_rows(support: UserItems, n_items: int, low_weight: float, weighted: bool = False) -> np.ndarray:

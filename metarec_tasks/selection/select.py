@@ -85,8 +85,20 @@ def select(
         sizes = np.asarray([len(items) for items in val.support.items])
         blend = learn_blend(z, excluded, val.relevant, sizes, k, sp)
         validation[BLEND] = mean_recall(blend.combine(z, bucket_of(sizes)), excluded, val.relevant, k)
+    return Selection(by_name, blend, best_of(validation, len(val.support), k), validation)
+
+
+def with_candidate(selection: Selection, candidate: Candidate, users: int, k: int) -> Selection:
+    """`selection` and one more candidate, scored on the same `users` validation users, competing for
+    challenger but no part of the blend (the student: blended with its own teacher it would only echo it)."""
+    validation = {**selection.validation, candidate.name: candidate.validation}
+    candidates = {**selection.candidates, candidate.name: candidate}
+    return Selection(candidates, selection.blend, best_of(validation, users, k), validation)
+
+
+def best_of(validation: dict[str, float], users: int, k: int) -> str:
+    """The best validation Recall@K (NaN last; ties: the earlier candidate), logged with the table."""
     ranked = sorted(validation, key=lambda n: -np.nan_to_num(validation[n], nan=-1.0))  # stable: list order
-    challenger = ranked[0]
     table = ", ".join(f"{n} {validation[n]:.4f}" for n in ranked)
-    log.info("selection on %d validation users (Recall@%d): %s -> %s", len(val.support), k, table, challenger)
-    return Selection(by_name, blend, challenger, validation)
+    log.info("selection on %d validation users (Recall@%d): %s -> %s", users, k, table, ranked[0])
+    return ranked[0]

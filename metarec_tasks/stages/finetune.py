@@ -6,8 +6,10 @@ Data is loaded once and passed down. Three outputs:
   learning), and the statistical baselines of `meta.baselines` as extra columns, so `evaluate`
   compares every rating predictor on identical rows;
 - `selection.json`: the night's top-K candidates (the meta-learned ranker, its fine-tuned warm-up,
-  EASE, popularity + MF, item-kNN, popularity, their blend), every knob and the blend's weights
-  chosen on validation users, and the challenger (`metarec_tasks/selection`);
+  EASE, popularity + MF, item-kNN, popularity, their blend, and the student distilled from the
+  challenger), every knob and the blend's weights chosen on validation users, and the challenger
+  (`metarec_tasks/selection`); `student.pt`: the student network; `distill_timing.json`: student and
+  teacher scoring time;
 - `holdout_topk.parquet`: the holdout users' full-catalog top-K of every candidate and of the
   selected one (`personalization/ranking.py`) — holdout users only report, they never choose;
 - `recommendations.parquet`: every active user's top-K — from the challenger (`ranking.objective`
@@ -32,6 +34,7 @@ from metarec_tasks.personalization import ranking
 from metarec_tasks.personalization.loading import load_adapting_model
 from metarec_tasks.personalization.rating import MODEL_COLUMN, NO_ADAPT_COLUMN, predict_holdout, recommend
 from metarec_tasks.ranking.data import rank_data
+from metarec_tasks.selection.distill import save_student_of
 from metarec_tasks.training.runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ def run(params: Params, ws: Workspace) -> dict[str, int]:
         holdout[f"pred_{name}"] = baseline(data.split(TRAIN), test_support, holdout, params.evaluate)
     selection = ranking.night_selection(params, ws, rd, device)  # validation users only
     topk = ranking.holdout_topk(params, rd, selection)
+    timing = ranking.distill_timing(params, rd, selection)
 
     objective = params.ranking.objective
     if objective == "rating":
@@ -87,6 +91,8 @@ def run(params: Params, ws: Workspace) -> dict[str, int]:
     write_parquet(recommendations, ws.recommendations)
     write_parquet(topk, ws.holdout_topk)
     write_json(ws.selection, {**selection.to_json(), "producer": producer(params, selection)})
+    write_json(ws.distill_timing, timing)
+    save_student_of(selection, ws.student_model_file)
     counts = {
         "holdout_rows": len(holdout),
         "holdout_users": int(holdout[USER_KEY].nunique()),

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from metarec_tasks.orchestration.cli import main
+from metarec_tasks.orchestration.summary import selection_lines
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
-from metarec_tasks.stages import finetune
+from metarec_tasks.publishing.records import file_md5, producer_row
+from metarec_tasks.stages import evaluate, finetune
 from tests.helpers import build_episodes_workspace
 
 
@@ -40,9 +42,24 @@ def test_finetune_loads_the_data_once_and_writes_every_table(trained, monkeypatc
 
     topk = pd.read_parquet(trained.holdout_topk)
     expected = {"model", "rank_pretrained_finetuned", "ease", "popularity", "popularity_mf", "item_knn"}
-    assert set(topk["predictor"]) == expected | {"blend", "selected"}
+    assert set(topk["predictor"]) == expected | {"blend", "student", "selected"}
     selection = json.loads(trained.selection.read_text())
-    assert selection["challenger"] in expected | {"blend"}
+    assert selection["challenger"] in expected | {"blend", "student"}
+    student = selection["candidates"]["student"]
+    assert student["kind"] == "student" and student["knobs"]["teacher"] in expected | {"blend"}
+    assert {t["temperature"] for t in student["tried"]} == set(params.distill.temperatures)
+    tasks = pd.read_parquet(trained.tasks_file)
+    support = tasks[(tasks["split"] == "test") & (tasks["role"] == "support")]
+    seen = set(zip(support["user_id"].astype(str), support["item_id"].astype(str), strict=True))
+    lists = topk[topk["predictor"] == "student"]
+    assert len(lists) and not any(
+        (u, i) in seen for u, i in zip(lists["user_id"], lists["item_id"], strict=True)
+    )
+    timing = json.loads(trained.distill_timing.read_text())
+    assert set(timing["ms_per_1000_users"]) == {student["knobs"]["teacher"], "student"}
+    producer = {"candidate": "student", "kind": "student", "parts": {"student": student}}
+    lineage = producer_row(producer, params, trained)  # what publish records if the student wins
+    assert lineage["model_hashes"]["student"] == file_md5(trained.student_model_file)
     chosen = (
         topk[topk["predictor"] == selection["challenger"]].drop(columns="predictor").reset_index(drop=True)
     )
@@ -75,3 +92,23 @@ def test_holdout_users_never_take_part_in_the_selection(trained, tmp_path):
     assert after == before
     topk = pd.read_parquet(other.holdout_topk)
     assert len(topk) > 0  # holdout users are still scored: they only report
+
+
+def test_evaluate_reports_the_student_against_its_teacher_and_per_melu_scenario(trained):
+    params = load_params(trained.root / "params.yaml")
+    finetune.run(params, trained)
+    evaluate.run(params, trained)
+    report = json.loads(trained.metrics.read_text())["gate"]["selection"]
+    distill = report["distill"]
+    assert any(line.startswith("Student vs its teacher") for line in selection_lines(report))
+    selection = json.loads(trained.selection.read_text())
+    assert distill["student"] == "student"
+    assert distill["teacher"] == selection["candidates"]["student"]["knobs"]["teacher"]
+    for key in ("student_holdout", "teacher_holdout", "student_ms_per_1000_users", "wilcoxon_p"):
+        assert distill[key] == distill[key], key  # not NaN
+    assert "Distillation: the student `student` learned from" in trained.report.read_text()
+    scenarios = pd.read_csv(trained.scenarios)  # the MeLU scenarios' top-K metrics, the student's too
+    assert "student.catalog_recall@20" in scenarios and "selected.catalog_recall@20" in scenarios
+    assert set(scenarios["scenario"]) <= {
+        f"{user}/{item}" for user in ("existing_user", "new_user") for item in ("existing_item", "new_item")
+    }
