@@ -16,7 +16,6 @@ whatever load the machine had: the report prints the load average before and aft
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import platform
@@ -27,26 +26,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from scipy import stats
 
-from benchmarks.ml100k_topk import fold_selection, load, per_user_rows
-from benchmarks.protocol import Protocol, assign_roles, eligible_ratings, user_folds
-from benchmarks.reports import load_average, write_report
-from metarec_tasks.data.features import build_vocabulary
-from metarec_tasks.data.text import item_text_table, text_lookup
+from benchmarks.ml100k_topk import (
+    benchmark_params,
+    benchmark_parser,
+    fold_selection,
+    per_user_rows,
+    run_benchmark,
+)
+from benchmarks.reports import load_average
 from metarec_tasks.evaluation.metrics import mean_ci95
-from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
-from metarec_tasks.meta.tasks import Catalog
+from metarec_tasks.logs.contract import USER_KEY
 from metarec_tasks.models.ranking import RankDims
-from metarec_tasks.params import load_params
-from metarec_tasks.paths import Workspace
 from metarec_tasks.ranking.data import eval_users
 from metarec_tasks.ranking.scoring import exclusion_mask
 from metarec_tasks.selection.distill import STUDENT, student_candidate, timed_scores
 from metarec_tasks.selection.metrics import top_k_rows
 from metarec_tasks.selection.select import with_candidate
-from metarec_tasks.threads import apply_thread_policy
 
 log = logging.getLogger("benchmarks.distill")
 REPO = Path(__file__).resolve().parents[1]
@@ -180,62 +177,25 @@ def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, a
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ml-100k")
-    parser.add_argument("--quick", action="store_true", help="one fold, few epochs")
-    parser.add_argument("--folds", type=int, default=None, help="run only the first N folds")
+    parser = benchmark_parser(__doc__, "distill.json")
     parser.add_argument(
         "--algorithms", nargs="+", default=None, help="meta rankers (default: the configured one)"
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed scorings per model; the fastest counts")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="*", default=[], help="params overrides, e.g. distill.dim=64")
-    parser.add_argument("--out", type=Path, default=REPO / "reports" / "distill.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    overrides = {"source.kind": "movielens"}
-    if args.quick:
-        overrides |= {
+    params = benchmark_params(
+        args,
+        {
             "ranking.meta.epochs": 2,
             "ranking.meta.pretrain_epochs": 1,
             "distill.epochs": 3,
             "distill.temperatures": [1.0],
-        }
-    for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
-    params = load_params(REPO / "params.yaml", overrides)
+        },
+    )
     args.algorithms = args.algorithms or [params.ranking.meta.algorithm]
-    apply_thread_policy(params.run.threads)
-    ml, ratings = load(args.data)
-    protocol = Protocol(seed=args.seed)
-    tasks = assign_roles(eligible_ratings(ratings, protocol), protocol)
-    folds = user_folds(sorted(tasks[USER_KEY].unique()), protocol)
-    vocab = build_vocabulary(
-        params.active_features, ml.users, ml.items, ml.items[ITEM_KEY].astype(str).tolist()
-    )
-    names = vocab.item_features("text")  # titles, embedded once (cached in the repo workspace)
-    text = item_text_table(
-        ml.items, names, Workspace(REPO).text_cache, "cpu", params.episodes.text_batch_size
-    )
-    catalog = Catalog.build(vocab, ml.users, ml.items, text_lookup(text, names))
-    n_folds = 1 if args.quick else (args.folds or protocol.folds)
-
-    args.load_average = load_average()
-    started = time.perf_counter()
-    rows, fold_info = [], []
-    for fold in range(n_folds):
-        fold_rows, info = run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args)
-        rows += fold_rows
-        fold_info.append(info)
-        # written after every fold, so a long run that is cut short still leaves its completed folds
-        report = build_report(pd.DataFrame(rows), fold_info, protocol, params, args, started)
-        write_report(args.out, report, markdown(report))
-    log.info("wrote %s and %s", args.out, args.out.with_suffix(".md"))
-    log.info("\n%s", markdown(report))
+    run_benchmark(params, args, run_fold, build_report, markdown)
 
 
 if __name__ == "__main__":

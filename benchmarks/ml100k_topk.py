@@ -24,8 +24,10 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,7 +55,7 @@ from metarec_tasks.logs.movielens import read_movielens
 from metarec_tasks.meta import ALGORITHMS
 from metarec_tasks.meta.tasks import Catalog
 from metarec_tasks.models.ranking import RankDims, RankNet
-from metarec_tasks.params import load_params
+from metarec_tasks.params import Params, load_params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.ranking.data import EvalUsers, RankContext, rank_context
 from metarec_tasks.ranking.data import eval_users as ranking_eval_users
@@ -275,29 +277,47 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def benchmark_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options every ML-100K fold benchmark takes; `out`: the report's file name under reports/."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ml-100k")
     parser.add_argument("--quick", action="store_true", help="one fold, few epochs")
     parser.add_argument("--folds", type=int, default=None, help="run only the first N folds")
-    parser.add_argument("--algorithms", nargs="+", default=sorted(ALGORITHMS))
-    parser.add_argument("--buckets", nargs="+", type=int, default=list(SUPPORT_BUCKETS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], help="params overrides, e.g. ranking.dim=64")
-    parser.add_argument("--out", type=Path, default=REPO / "reports" / "ml100k_topk.json")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / out)
+    return parser
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__, "ml100k_topk.json")
+    parser.add_argument("--algorithms", nargs="+", default=sorted(ALGORITHMS))
+    parser.add_argument("--buckets", nargs="+", type=int, default=list(SUPPORT_BUCKETS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    overrides = {"source.kind": "movielens"}
     if args.quick:
-        overrides |= {"ranking.meta.epochs": 2, "ranking.meta.pretrain_epochs": 1}
         args.algorithms = args.algorithms[:2]
+    params = benchmark_params(args, {"ranking.meta.epochs": 2, "ranking.meta.pretrain_epochs": 1})
+    run_benchmark(params, args, run_fold, build_report, markdown)
+
+
+def benchmark_params(args, quick: dict[str, Any]) -> Params:
+    """params.yaml on the MovieLens source, with `quick`'s overrides under --quick, then --set's."""
+    overrides: dict[str, Any] = {"source.kind": "movielens"}
+    if args.quick:
+        overrides |= quick
     for item in args.set:
         key, value = item.split("=", 1)
         overrides[key] = yaml.safe_load(value)
-    params = load_params(REPO / "params.yaml", overrides)
+    return load_params(REPO / "params.yaml", overrides)
+
+
+def run_benchmark(
+    params: Params, args, run_fold: Callable, build_report: Callable, markdown: Callable
+) -> None:
+    """Every fold of the protocol on ML-100K (the first --folds; one under --quick): `run_fold` on
+    each, the report rebuilt and written after every fold, so a run cut short keeps its folds."""
     apply_thread_policy(params.run.threads)
     ml, ratings = load(args.data)
     protocol = Protocol(seed=args.seed)
@@ -320,7 +340,6 @@ def main() -> None:
         fold_rows, info = run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args)
         rows += fold_rows
         fold_info.append(info)
-        # written after every fold, so a long run that is cut short still leaves its completed folds
         report = build_report(pd.DataFrame(rows), fold_info, protocol, params, args, started)
         write_report(args.out, report, markdown(report))
     log.info("wrote %s and %s", args.out, args.out.with_suffix(".md"))

@@ -207,3 +207,23 @@ def empty_warehouse(url: str) -> None:
         conn.execute(text(f"DROP VIEW IF EXISTS {LATEST_VIEW}"))
     metadata.drop_all(engine)
     engine.dispose()
+
+
+ML100K = (REPO.parent / "shared" / "data" / "ml-100k").resolve()
+
+
+def run_quick_ml100k_benchmark(module: str, out: Path, *extra: str) -> dict:
+    """`python -m benchmarks.<module> --quick --out OUT EXTRA...` on ML-100K; its JSON report. Skips
+    when ML-100K is absent, unless CI is set (then its absence is a failure)."""
+    import pytest
+
+    if not (ML100K / "u.data").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"ML-100K is required in CI but missing at {ML100K}")
+        pytest.skip(f"ML-100K not found at {ML100K}")
+    command = [sys.executable, "-m", f"benchmarks.{module}", "--quick", "--data", str(ML100K)]
+    result = subprocess.run(
+        [*command, "--out", str(out), *extra], capture_output=True, text=True, cwd=REPO, env=dict(os.environ)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text())

@@ -6,33 +6,15 @@ metric levels beyond sanity (recalls are probabilities; teacher and student on t
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import REPO
-
-DATA = REPO.parent / "shared" / "data" / "ml-100k"
+from tests.helpers import run_quick_ml100k_benchmark
 
 
 @pytest.mark.slow
 def test_quick_distill_benchmark_writes_a_sane_report(tmp_path):
-    if not (DATA / "u.data").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"ML-100K missing at {DATA}")
-        pytest.skip("ML-100K not available")
     out = tmp_path / "distill.json"
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks.distill", "--quick", "--out", str(out)],
-        cwd=REPO,
-        check=True,
-        env=dict(os.environ),
-        capture_output=True,
-    )
-    report = json.loads(out.read_text())
+    report = run_quick_ml100k_benchmark("distill", out)
     overall = report["overall"]
     assert set(overall) == {"teacher", "student"}
     assert overall["teacher"]["users"] == overall["student"]["users"] == report["paired"]["users"] > 50

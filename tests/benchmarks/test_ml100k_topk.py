@@ -6,33 +6,15 @@ metric levels beyond sanity (values are probabilities; every predictor is scored
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import REPO
-
-DATA = REPO.parent / "shared" / "data" / "ml-100k"
+from tests.helpers import run_quick_ml100k_benchmark
 
 
 @pytest.mark.slow
 def test_quick_benchmark_writes_a_sane_report(tmp_path):
-    if not (DATA / "u.data").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"ML-100K missing at {DATA}")
-        pytest.skip("ML-100K not available")
     out = tmp_path / "topk.json"
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks.ml100k_topk", "--quick", "--buckets", "1", "5", "--out", str(out)],
-        cwd=REPO,
-        check=True,
-        env=dict(os.environ),
-        capture_output=True,
-    )
-    report = json.loads(out.read_text())
+    report = run_quick_ml100k_benchmark("ml100k_topk", out, "--buckets", "1", "5")
     overall = report["overall"]
     singles = {"popularity", "popularity_mf", "item_knn", "ease", "rank_pretrained_finetuned"}
     assert singles | {"blend", "selected"} <= set(overall)

@@ -42,6 +42,15 @@ def prior_of(matrix: np.ndarray, lambdas: tuple[float, ...] = (1.0, 10.0), folds
     )
 
 
+def prior_world():
+    """(ranking params, training positives, a context with the prior) of the two-taste world."""
+    catalog, events = two_taste_world()
+    rp = rank_params({"meta_batch_size": 8}, negatives=5)
+    train = user_items(events, catalog, rp.event_weights)
+    matrix = bl.interaction_matrix(train.items, train.weights, N_ITEMS)
+    return rp, train, dataclasses.replace(context(catalog, train, rp), prior=prior_of(matrix))
+
+
 def test_a_training_users_own_interactions_never_reach_their_own_prior():
     catalog, events = two_taste_world()
     interactions = user_items(events, catalog, {"click": 1.0})
@@ -65,11 +74,7 @@ def test_a_training_users_own_interactions_never_reach_their_own_prior():
 def test_the_catalog_scores_are_the_per_row_scores_of_the_prior_model(name):
     """Serving scores the whole catalog with the prior added outside the model; training scores
     rows with the prior as an item feature — both must give every row the same score."""
-    catalog, events = two_taste_world()
-    rp = rank_params({"meta_batch_size": 8}, negatives=5)
-    train = user_items(events, catalog, rp.event_weights)
-    matrix = bl.interaction_matrix(train.items, train.weights, N_ITEMS)
-    ctx = dataclasses.replace(context(catalog, train, rp), prior=prior_of(matrix))
+    rp, train, ctx = prior_world()
     torch.manual_seed(0)
     model = RankNet(PRIOR_DIMS)
     algorithm = ranking_algorithm(rp, model, name)
@@ -111,11 +116,7 @@ def test_the_prior_reads_low_rated_support_items_at_its_low_weight():
 def test_the_prior_scale_multiplies_the_prior_term_alone():
     from metarec_tasks.selection.candidates import ranker_scorer
 
-    catalog, events = two_taste_world()
-    rp = rank_params({"meta_batch_size": 8}, negatives=5)
-    train = user_items(events, catalog, rp.event_weights)
-    matrix = bl.interaction_matrix(train.items, train.weights, N_ITEMS)
-    ctx = dataclasses.replace(context(catalog, train, rp), prior=prior_of(matrix))
+    rp, train, ctx = prior_world()
     torch.manual_seed(0)
     model = RankNet(PRIOR_DIMS)
     algorithm = ranking_algorithm(rp, model, "metasgd")
