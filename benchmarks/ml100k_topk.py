@@ -97,6 +97,7 @@ class Fold:
     train: UserItems  # the ranker's positives of the training users
     val: EvalUsers
     test_tasks: pd.DataFrame
+    val_tasks: pd.DataFrame
     info: dict
 
 
@@ -140,31 +141,30 @@ def fold_selection(fold: int, tasks, folds, protocol, ratings, catalog, vocab, p
     candidates = night_candidates(params, ctx, interactions, val, device, rankers, pretrained)
     excluded_val = exclusion_mask(val.seen, unavailable).numpy()
     selection = select(candidates, val, excluded_val, K, params.selection)
+    info = {
+        "fold": fold,
+        "val_recall": selection.validation,
+        "challenger": selection.challenger,
+        "knobs": {n: c.knobs for n, c in selection.candidates.items()},
+        "blend": selection.blend.to_json() if selection.blend else None,
+        "train_seconds": train_seconds,
+    }
+    parts = (split[split["split"] == TEST], split[split["split"] == VALIDATION])
+    return Fold(selection, ctx, train, val, *parts, info)
+
+
+def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params, args) -> tuple[list, dict]:
+    chosen = fold_selection(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args)
+    selection, test_tasks, unavailable = chosen.selection, chosen.test_tasks, chosen.ctx.unavailable
     val_by_support = {}  # what a cold-start choice may read: validation users, support truncated
-    val_tasks = split[split["split"] == VALIDATION]
     for size in args.buckets:
-        part = truncate_support(val_tasks, set(val_tasks[USER_KEY]), size, args.seed)
+        part = truncate_support(chosen.val_tasks, set(chosen.val_tasks[USER_KEY]), size, args.seed)
         users = ranking_eval_users(part, catalog, params)
         excluded = exclusion_mask(users.seen, unavailable).numpy()
         val_by_support[str(size)] = {
             name: mean_recall(values, excluded, users.relevant, K)
             for name, values in selection.score_all(users.support, excluded).items()
         }
-    info = {
-        "fold": fold,
-        "val_recall": selection.validation,
-        "val_recall_by_support": val_by_support,
-        "challenger": selection.challenger,
-        "knobs": {n: c.knobs for n, c in selection.candidates.items()},
-        "blend": selection.blend.to_json() if selection.blend else None,
-        "train_seconds": train_seconds,
-    }
-    return Fold(selection, ctx, train, val, split[split["split"] == TEST], info)
-
-
-def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params, args) -> tuple[list, dict]:
-    chosen = fold_selection(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args)
-    selection, test_tasks, unavailable = chosen.selection, chosen.test_tasks, chosen.ctx.unavailable
     rows = []
     for size in [FULL, *args.buckets]:
         part = (
@@ -180,7 +180,7 @@ def run_fold(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params,
             lists = top_k_rows(values, excluded, K)
             for row in per_user_rows(lists, users.relevant, users.support.users):
                 rows.append({"fold": fold, "support": str(size), "predictor": name, **row})
-    return rows, chosen.info
+    return rows, {**chosen.info, "val_recall_by_support": val_by_support}
 
 
 def paired_tests(full: pd.DataFrame, best: str, skip: set[str]) -> dict:

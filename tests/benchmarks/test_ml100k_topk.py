@@ -24,6 +24,8 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path):
     for entry in overall.values():
         assert 0.0 <= entry["recall@20"] <= 1.0 and 0.0 <= entry["ndcg@20"] <= 1.0
     assert set(report["by_support"]) == {"1", "5"}
+    assert set(report["validation_recall_by_support"]) == {"1", "5"}  # what a cold-start choice reads
+    assert set(report["validation_recall_by_support"]["1"]) == set(overall) - {"selected"}
     assert set(report["paired_tests"]) == set(overall) - {"selected"}  # the choice vs every single one
     assert set(report["paired_tests_meta"]) == singles  # the best meta model vs every baseline
     assert len(report["challengers"]) == report["folds_run"]
