@@ -210,6 +210,7 @@ class FinetuneParams(_Strict):
     inner_steps: int = Field(ge=0)
     chunk_size: int = Field(ge=1)
     top_k: int = Field(ge=1)
+    shards: int = Field(ge=1)  # user shards of the published top-K (personalization/shards.py)
 
 
 class EvaluateParams(_Strict):
