@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from metarec_tasks.orchestration.airflow_tasks import SHARD_TASK
 from metarec_tasks.stages import STAGES
 from tests.helpers import BIN, REPO
 
@@ -24,7 +25,8 @@ def test_dagbag_has_no_import_errors(dagbag):
 
 def test_dag_wiring_schedule_and_params(dagbag):
     dag = dagbag.get_dag("metarec_nightly")
-    order = ["prepare", *STAGES, "version"]
+    finetune = STAGES.index("finetune")
+    order = ["prepare", *STAGES[:finetune], SHARD_TASK, *STAGES[finetune:], "version"]
     for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     assert dag.catchup is False and dag.max_active_runs == 1
