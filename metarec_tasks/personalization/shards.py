@@ -74,11 +74,6 @@ class Shard:
         return ws.shards / f"{self.index}-of-{self.count}.parquet"
 
 
-def whole() -> Shard:
-    """All users in one shard: what the unsharded loop scores."""
-    return Shard(0, 1)
-
-
 def stamp(ws: Workspace, params: Params, selection: dict[str, Any]) -> str:
     """What a shard was computed from: the stage's `dvc.yaml` entry, every file it depends on, by
     content — data and models in the workspace, code as it runs (this package) — the whole params
