@@ -50,7 +50,7 @@ def stage(name: str, queue: str = ORCHESTRATION.default_queue):
 
 @task(
     task_id=SHARD_TASK,
-    queue=ORCHESTRATION.gpu_queue,
+    queue=ORCHESTRATION.shard_queue,
     executor_config=gpu_executor_config("finetune"),
     execution_timeout=ORCHESTRATION.task_timeout(SHARD_TASK),
 )

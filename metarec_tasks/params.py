@@ -293,6 +293,7 @@ class OrchestrationParams(_Strict):
     schedule: str | None  # None: manual triggers only (a staging deployment, the topology test)
     default_queue: str
     gpu_queue: str
+    shard_queue: str  # the queue of `recommend_shard`, finetune's user shards: the workers sharing them
     retries: int = Field(ge=0)
     retry_delay_minutes: float = Field(ge=0)
     task_timeout_minutes: dict[str, float]  # per task id, `default` for the rest
