@@ -1,7 +1,8 @@
 """Publishing N recommendation rows (default 1M) to a warehouse in one transaction: rows/s and the
 peak memory the publish adds on top of the frame it publishes.
 
-PostgreSQL takes COPY, streamed in chunks; SQLite batched INSERTs (metarec_tasks/publishing/warehouse.py).
+PostgreSQL takes COPY, streamed in chunks into a fresh partition whose key is built once; SQLite
+batched INSERTs (metarec_tasks/publishing/warehouse.py).
 Peak RSS is the kernel's high-water mark (VmHWM), reset just before the publish (/proc/self/clear_refs),
 minus the resident size right before it.
 
@@ -75,7 +76,7 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--url", default=None, help="default: a fresh database on the local PostgreSQL")
-    parser.add_argument("--out", type=Path, default=REPO / "reports" / "publish.json")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench_publish.json")
     args = parser.parse_args()
     load = load_average()
     url, admin, name = args.url, None, None

@@ -1,24 +1,32 @@
 """MetaRec nightly: validate the day's behavior logs, meta-learn, personalize, gate, publish top-K.
 
 Each task runs one DVC stage of `dvc.yaml` in the pipeline workspace, so this DAG, a manual trigger
-and a laptop `dvc repro` execute the same code. Trigger manually with parameters to re-run a day
-(`run_date`), try another algorithm, or force a publish past the gate.
+and a laptop `dvc repro` execute the same code. Before `finetune`, `recommend_shard` is mapped over
+the run's `finetune.shards` user shards (one task each, shared by the workers); `finetune` reads
+them back, or computes any that is missing or stale itself, as a laptop `dvc repro` does. Trigger
+manually with parameters to re-run a day (`run_date`), try another algorithm, or force a publish
+past the gate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import get_args
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
-from metarec_tasks.orchestration.airflow_tasks import stage_assets, workspace_root
+from metarec_tasks.orchestration.airflow_tasks import SHARD_TASK, stage_assets, workspace_root
 from metarec_tasks.orchestration.alerts import DecisionAlert, TaskFailedAlert
 from metarec_tasks.orchestration.deploy import gpu_executor_config
 from metarec_tasks.params import Algorithm, load_params
 from metarec_tasks.stages import GPU_STAGES, STAGES
 
-ORCHESTRATION = load_params(workspace_root() / "params.yaml").orchestration
+PARAMS = load_params(workspace_root() / "params.yaml")
+ORCHESTRATION = PARAMS.orchestration
+# read when Airflow parses the DAG, as the queues and timeouts are; a run whose params.yaml says
+# otherwise is still right: finetune computes the shards no task did
+SHARDS = PARAMS.finetune.shards
 
 
 def stage(name: str, queue: str = ORCHESTRATION.default_queue):
@@ -33,18 +41,38 @@ def stage(name: str, queue: str = ORCHESTRATION.default_queue):
         on_success_callback=[DecisionAlert(workspace_root())] if name == "publish" else None,
     )
     def run_stage() -> None:
-        from airflow.sdk.exceptions import AirflowFailException
+        from metarec_tasks.orchestration.airflow_tasks import run_dvc_stage
 
-        from metarec_tasks.orchestration.airflow_tasks import StageFailed, run_dvc_stage
-
-        try:
-            run_dvc_stage(name)
-        except StageFailed as exc:
-            if not exc.retryable:
-                raise AirflowFailException(str(exc)) from exc
-            raise
+        fail_fast(lambda: run_dvc_stage(name))
 
     return run_stage()
+
+
+@task(
+    task_id=SHARD_TASK,
+    queue=ORCHESTRATION.shard_queue,
+    executor_config=gpu_executor_config("finetune"),
+    execution_timeout=ORCHESTRATION.task_timeout(SHARD_TASK),
+)
+def recommend_shard(index: int) -> None:
+    """One user shard of finetune's published top-K, outside DVC (finetune merges the shards)."""
+    from metarec_tasks.orchestration.airflow_tasks import run_shard
+
+    fail_fast(lambda: run_shard(index))
+
+
+def fail_fast(run: Callable[[], None]) -> None:
+    """Bad data (or configuration) fails the task at once; anything else is retried."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from metarec_tasks.orchestration.airflow_tasks import StageFailed
+
+    try:
+        run()
+    except StageFailed as exc:
+        if not exc.retryable:
+            raise AirflowFailException(str(exc)) from exc
+        raise
 
 
 @dag(
@@ -108,11 +136,10 @@ def metarec_nightly():
         return version_run(workspace_root(), get_current_context()["run_id"])
 
     queue = {name: ORCHESTRATION.gpu_queue for name in GPU_STAGES}
-    chain(
-        prepare(),
-        *(stage(name, queue.get(name, ORCHESTRATION.default_queue)) for name in STAGES),
-        version(),
-    )
+    stages = [stage(name, queue.get(name, ORCHESTRATION.default_queue)) for name in STAGES]
+    finetune = STAGES.index("finetune")
+    shards = recommend_shard.expand(index=list(range(SHARDS)))
+    chain(prepare(), *stages[:finetune], shards, *stages[finetune:], version())
 
 
 metarec_nightly()

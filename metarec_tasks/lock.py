@@ -2,7 +2,8 @@
 `.metarec/lock` (the CLI, and through it every DVC stage and DAG task). A second stage started
 meanwhile waits up to `run.lock_timeout_s`, then fails with one line naming the holder — never two
 writers interleaving in one `data/` folder. `flock` locks die with their process, so a SIGKILLed
-stage never leaves a stale lock behind."""
+stage never leaves a stale lock behind. User shards of `finetune` (`metarec finetune-shard`) take it
+shared: side by side with each other, never beside a stage."""
 
 from __future__ import annotations
 
@@ -36,14 +37,14 @@ class Lock:
 
 
 @contextmanager
-def workspace_lock(ws: Workspace, stage: str, timeout_s: float) -> Iterator[Lock]:
+def workspace_lock(ws: Workspace, stage: str, timeout_s: float, shared: bool = False) -> Iterator[Lock]:
     if os.environ.get(HELD_ENV) == "1":
         yield Lock(None)
         return
     ws.lock_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(ws.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        _acquire(fd, ws, timeout_s)
+        _acquire(fd, ws, timeout_s, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.write(
             fd, f"stage {stage} (pid {os.getpid()}) since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC".encode()
@@ -53,12 +54,12 @@ def workspace_lock(ws: Workspace, stage: str, timeout_s: float) -> Iterator[Lock
         os.close(fd)  # releases the lock
 
 
-def _acquire(fd: int, ws: Workspace, timeout_s: float) -> None:
+def _acquire(fd: int, ws: Workspace, timeout_s: float, mode: int) -> None:
     deadline = time.monotonic() + timeout_s
     waiting = False
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             holder = ws.lock_file.read_text() or "another stage"

@@ -238,6 +238,7 @@ class FinetuneParams(_Strict):
     inner_steps: int = Field(ge=0)
     chunk_size: int = Field(ge=1)
     top_k: int = Field(ge=1)
+    shards: int = Field(ge=1)  # user shards of the published top-K (personalization/shards.py)
 
 
 class EvaluateParams(_Strict):
@@ -320,6 +321,7 @@ class OrchestrationParams(_Strict):
     schedule: str | None  # None: manual triggers only (a staging deployment, the topology test)
     default_queue: str
     gpu_queue: str
+    shard_queue: str  # the queue of `recommend_shard`, finetune's user shards: the workers sharing them
     retries: int = Field(ge=0)
     retry_delay_minutes: float = Field(ge=0)
     task_timeout_minutes: dict[str, float]  # per task id, `default` for the rest

@@ -113,6 +113,12 @@ class Workspace:
         return self.root / "data" / "predictions"
 
     @property
+    def shards(self) -> Path:
+        """The published top-K in user shards (personalization/shards.py): not a DVC output, which
+        DVC would empty before `finetune` runs."""
+        return self.root / "data" / "shards"
+
+    @property
     def holdout_predictions(self) -> Path:
         """Holdout users' query rows with every rating predictor's prediction."""
         return self.predictions / "holdout.parquet"

@@ -32,6 +32,7 @@ WORKSPACE_ENV = "METAREC_WORKSPACE"
 COMMIT_ENV = "METAREC_GIT_COMMIT"  # "1": commit params.yaml + dvc.lock after each run
 OUTPUT_TAIL_LINES = 40
 LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")  # as metarec's log format writes them
+SHARD_TASK = "recommend_shard"  # the DAG's task mapped over the user shards of finetune's top-K
 DVC_UP_TO_DATE = "didn't change, skipping"  # `dvc repro` for a stage whose deps, params and outs match
 
 # DAG Param name → params.yaml key. `None` values leave params.yaml as committed.
@@ -112,9 +113,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _dvc() -> str:
-    local = Path(sys.executable).parent / "dvc"
-    return str(local) if local.exists() else "dvc"
+def _tool(name: str) -> str:
+    """`dvc` or `metarec`: the one next to this interpreter when there is one."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
 
 
 def run_command(args: list[str], root: Path, stage: str) -> None:
@@ -160,7 +162,15 @@ def run_dvc_stage(stage: str, root: Path | None = None) -> None:
         raise ValueError(f"unknown stage {stage!r}")
     root = root or workspace_root()
     Workspace(root).stage_status(stage).unlink(missing_ok=True)  # only this attempt's outcome counts
-    run_command([_dvc(), "repro", "--single-item", stage], root, stage)
+    run_command([_tool("dvc"), "repro", "--single-item", stage], root, stage)
+
+
+def run_shard(index: int, root: Path | None = None) -> None:
+    """One user shard of finetune's published top-K, run outside DVC, beside the other shards: DVC
+    would run shards one after another (one repository lock per workspace); the `finetune` stage
+    reads the shard back, or computes it when it is missing or stale (personalization/shards.py)."""
+    root = root or workspace_root()
+    run_command([_tool("metarec"), "finetune-shard", str(index)], root, f"finetune shard {index}")
 
 
 def version_run(root: Path, airflow_run_id: str | None) -> dict[str, Any]:
@@ -168,7 +178,7 @@ def version_run(root: Path, airflow_run_id: str | None) -> dict[str, Any]:
     from metarec_tasks.publishing.warehouse import open_warehouse, record_versions
 
     params = load_params(root / PARAMS_FILE)
-    run_command([_dvc(), "push", "--quiet"], root, "version")
+    run_command([_tool("dvc"), "push", "--quiet"], root, "version")
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     recorded = record_versions(open_warehouse(params, root), params.run.run_id, lock, airflow_run_id)
     committed = False

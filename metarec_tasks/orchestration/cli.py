@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in STAGES:
         doc = _stage_doc(name)
         command(name, doc.splitlines()[0], doc)
+    shard = command(
+        "finetune-shard",
+        "compute one user shard of finetune's published top-K (what the DAG's recommend_shard runs)",
+    )
+    shard.add_argument("index", type=int, help="the shard, 0 to finetune.shards - 1")
     summary = command("summary", "print what the last run did, read back from the warehouse")
     summary.add_argument("--users", type=int, default=2, help="users whose top items to show")
     summary.add_argument("--top", type=int, default=5, help="items per user to show")
@@ -156,6 +161,15 @@ def _dispatch(args: argparse.Namespace, argv: list[str] | None) -> int:
         from metarec_tasks.orchestration.summary import print_summary
 
         print_summary(params, root, users=args.users, top=args.top)
+        return 0
+    if args.command == "finetune-shard":  # beside the other shards: a shared hold of the workspace
+        from metarec_tasks.stages.finetune import run_shard
+
+        count, ws = params.finetune.shards, Workspace(root)
+        if not 0 <= args.index < count:
+            raise ConfigError(f"shard {args.index} does not exist: finetune.shards is {count}")
+        with workspace_lock(ws, f"finetune shard {args.index}", params.run.lock_timeout_s, shared=True):
+            run_shard(params, ws, args.index)
         return 0
     with workspace_lock(Workspace(root), args.command, params.run.lock_timeout_s) as lock:
         if args.command == "train":  # METAREC_TRAIN_NPROC > 1: data-parallel under torchrun

@@ -31,6 +31,7 @@ from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
 from metarec_tasks.personalization.frames import rows_frame
 from metarec_tasks.personalization.loading import load_adapting_ranker
+from metarec_tasks.personalization.shards import Shard
 from metarec_tasks.ranking.data import RankData, items_on, positives
 from metarec_tasks.ranking.episodes import user_items
 from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, top_k
@@ -110,9 +111,14 @@ def holdout_topk(params: Params, rd: RankData, selection: Selection) -> pd.DataF
 
 
 def recommend_ranked(
-    params: Params, rd: RankData, selection: Selection, rating_scores: RatingScores | None = None
+    params: Params,
+    rd: RankData,
+    selection: Selection,
+    shard: Shard,
+    rating_scores: RatingScores | None = None,
 ) -> pd.DataFrame:
-    """Top-K unseen, available items for every user active in the window, from the challenger.
+    """Top-K unseen, available items for the `shard` of the users active in the window, from the
+    challenger.
 
     `rating_scores(users, candidate item ids) -> [users, candidates]` adds the rating term (objective
     both)."""
@@ -125,8 +131,9 @@ def recommend_ranked(
     item_ids = np.asarray(catalog.item_ids, dtype=object)
     frames = []
     chunk = params.finetune.chunk_size
-    for start in range(0, len(everyone), chunk):
-        index = np.arange(start, min(start + chunk, len(everyone)))
+    mine = shard.span(len(everyone), chunk)
+    for start in range(mine.start, mine.stop, chunk):
+        index = np.arange(start, min(start + chunk, mine.stop))
         part, seen = support.subset(index), everyone.subset(index)
         excluded = exclusion_mask(seen.items, ctx.unavailable)
         scores = torch.as_tensor(

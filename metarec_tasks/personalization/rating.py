@@ -23,6 +23,7 @@ from metarec_tasks.models.rating import RatingNet
 from metarec_tasks.params import Params
 from metarec_tasks.personalization.frames import rows_frame
 from metarec_tasks.personalization.ranking import ranked_frame
+from metarec_tasks.personalization.shards import Shard
 from metarec_tasks.training.runtime import autocast, to_device
 
 MODEL_COLUMN = "pred_model"
@@ -77,10 +78,13 @@ def recommend(
     catalog: Catalog,
     params: Params,
     device: torch.device,
+    shard: Shard,
 ) -> pd.DataFrame:
-    """Top-K unseen items for every user with a rating in the run window."""
+    """Top-K unseen items for the `shard` of the users with a rating in the run window."""
     history = latest_support(ratings, params.episodes.max_support)
     users = sorted(history[USER_KEY].astype(str).unique())
+    mine = shard.span(len(users), params.finetune.chunk_size)
+    users = users[mine.start : mine.stop]
     k = min(params.finetune.top_k, len(catalog.item_ids))
     items = {name: t.to(device) for name, t in catalog.items.items()}
     item_ids = np.asarray(catalog.item_ids)

@@ -5,6 +5,10 @@ transaction: a passed (or forced) run replaces everything of its run id, so re-r
 idempotent and a reader sees either the old rows or the new ones, never a half-written run. Nothing
 published is ever lost: a rejected rerun of a published day leaves that day's rows and record as
 they were, and is kept only as an attempt (`attempts`: every publish decision, in order).
+On PostgreSQL `recommendations` is list-partitioned by run id, one partition per published run, so a
+publish COPYs its rows into a fresh table with no index, builds the primary key once (a sorted bulk
+build, several times cheaper than maintaining it row by row during COPY) and attaches it; replacing a
+run drops its old partition instead of deleting its rows one by one (see `stage_recommendations`).
 Connecting and every statement are bounded by `publish.connect_timeout_s` and
 `publish.statement_timeout_s`; a warehouse that is down, refuses or stays silent is a
 `WarehouseError` — one line, exit code 5 — never a hang or a traceback.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,6 +89,7 @@ recommendations = Table(
     Column("rank", Integer, primary_key=True),
     Column("item_id", String(128), nullable=False),
     Column("score", Float, nullable=False),
+    postgresql_partition_by="LIST (run_id)",  # one partition per run (SQLite: one plain table)
 )
 
 data_quality = Table(
@@ -173,6 +179,7 @@ def connect(url: str, timeouts: Timeouts | None = None) -> Engine:
     engine = create_engine(url, future=True, connect_args=args)
     with guarded(engine, "create the schema in"), engine.begin() as conn:
         metadata.create_all(conn)
+        _partition_legacy_table(conn)
         _create_latest_view(conn)
     return engine
 
@@ -203,6 +210,38 @@ def _create_latest_view(conn: Connection) -> None:
     else:
         conn.execute(text(f"DROP VIEW IF EXISTS {LATEST_VIEW}"))
         conn.execute(text(f"CREATE VIEW {LATEST_VIEW} AS {_LATEST_SELECT}"))
+
+
+def _partition_legacy_table(conn: Connection) -> None:
+    """A PostgreSQL warehouse made before partitioning has one plain `recommendations` table: its
+    runs are moved into partitions once, in this transaction (readers wait for it, then see the
+    same rows); SQLite keeps its one table."""
+    if conn.dialect.name != "postgresql":
+        return
+    kind = text("SELECT relkind FROM pg_class WHERE oid = 'recommendations'::regclass")
+    if conn.execute(kind).scalar_one() != "r":  # "p": partitioned already
+        return
+    conn.execute(text("LOCK TABLE recommendations IN ACCESS EXCLUSIVE MODE"))
+    if conn.execute(kind).scalar_one() != "r":  # another process partitioned it while we waited
+        return
+    log.warning("warehouse: partitioning the recommendations table by run id (once)")
+    key = conn.execute(
+        text("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'recommendations'::regclass")
+    ).scalar_one()
+    conn.execute(text(f"DROP VIEW IF EXISTS {LATEST_VIEW}"))
+    conn.execute(text("ALTER TABLE recommendations RENAME TO recommendations_unpartitioned"))
+    conn.execute(text(f"ALTER INDEX {key} RENAME TO recommendations_unpartitioned_pkey"))
+    recommendations.create(conn)
+    run_ids = text("SELECT DISTINCT run_id FROM recommendations_unpartitioned")
+    for run_id in conn.execute(run_ids).scalars().all():
+        table = _fresh_partition(conn, run_id)
+        conn.execute(
+            text(f'INSERT INTO "{table}" SELECT * FROM recommendations_unpartitioned WHERE run_id = :r'),
+            {"r": run_id},
+        )
+        _build_key(conn, table)
+        _attach(conn, run_id, table)
+    conn.execute(text("DROP TABLE recommendations_unpartitioned"))
 
 
 def champion(engine: Engine, source: str) -> dict[str, Any] | None:
@@ -260,7 +299,8 @@ def publish_run(
         if kept:
             log.warning("warehouse: run %s rejected; its earlier published rows are kept", record.run_id)
             return Published(int(existing["recommendation_rows"]), True)
-        conn.execute(delete(recommendations).where(recommendations.c.run_id == record.run_id))
+        staged = stage_recommendations(conn, record.run_id, rows)
+        drop_recommendations(conn, record.run_id)
         conn.execute(delete(data_quality).where(data_quality.c.run_id == record.run_id))
         conn.execute(delete(producers).where(producers.c.run_id == record.run_id))
         conn.execute(delete(runs).where(runs.c.run_id == record.run_id))
@@ -273,7 +313,7 @@ def publish_run(
                 updated_at=now,
             )
         )
-        write_recommendations(conn, record.run_id, rows)
+        attach_recommendations(conn, record.run_id, staged)
         if quality:
             conn.execute(insert(data_quality), [{"run_id": record.run_id, **q} for q in quality])
         if producer:
@@ -282,21 +322,92 @@ def publish_run(
     return Published(len(rows), False)
 
 
-def write_recommendations(conn: Connection, run_id: str, rows: pd.DataFrame) -> None:
-    """Inside the publish transaction: PostgreSQL's COPY, streamed in chunks (bounded memory, an
-    order of magnitude faster than INSERTs); batched INSERTs elsewhere (SQLite)."""
-    if conn.dialect.name == "postgresql":
-        columns = ", ".join(["run_id", *RECOMMENDATION_COLUMNS])
-        statement = f"COPY recommendations ({columns}) FROM STDIN WITH (FORMAT csv)"
-        try:
-            with conn.connection.driver_connection.cursor() as cursor:
-                cursor.copy_expert(statement, CsvStream(run_id, rows))
-        except conn.dialect.dbapi.Error as exc:  # as SQLAlchemy's own errors (IntegrityError, ...)
-            raise DBAPIError.instance(statement, None, exc, conn.dialect.dbapi.Error) from exc
+@dataclass(frozen=True)
+class Staged:
+    """A run's rows on their way in; on PostgreSQL already loaded into `table`, not yet attached."""
+
+    rows: pd.DataFrame
+    table: str | None
+
+
+def stage_recommendations(conn: Connection, run_id: str, rows: pd.DataFrame) -> Staged:
+    """PostgreSQL: COPY the rows, streamed in chunks (bounded memory), into a fresh table of this
+    transaction that no reader sees and that has no index or foreign key to maintain per row; then
+    its primary key is built once. A CHECK on the run id lets the attach skip its scan. Elsewhere
+    (SQLite) nothing happens yet: `attach_recommendations` inserts in batches."""
+    if conn.dialect.name != "postgresql" or rows.empty:
+        return Staged(rows, None)
+    table = _fresh_partition(conn, run_id)
+    columns = ", ".join(["run_id", *RECOMMENDATION_COLUMNS])
+    statement = f'COPY "{table}" ({columns}) FROM STDIN WITH (FORMAT csv)'
+    try:
+        with conn.connection.driver_connection.cursor() as cursor:
+            cursor.copy_expert(statement, CsvStream(run_id, rows))
+    except conn.dialect.dbapi.Error as exc:  # as SQLAlchemy's own errors (IntegrityError, ...)
+        raise DBAPIError.instance(statement, None, exc, conn.dialect.dbapi.Error) from exc
+    _build_key(conn, table)
+    return Staged(rows, table)
+
+
+def drop_recommendations(conn: Connection, run_id: str) -> None:
+    """Remove the run's published rows: PostgreSQL drops the run's partition (found through a row of
+    it), which locks out readers of `recommendations` until the commit — only on a re-publish, and
+    only for the short rest of the transaction; elsewhere a DELETE."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(delete(recommendations).where(recommendations.c.run_id == run_id))
         return
-    for start in range(0, len(rows), INSERT_CHUNK):
-        chunk = rows.iloc[start : start + INSERT_CHUNK]
+    held = text("SELECT tableoid::regclass::text FROM recommendations WHERE run_id = :r LIMIT 1")
+    partition = conn.execute(held, {"r": run_id}).scalar()
+    if partition is not None:
+        conn.execute(text(f"DROP TABLE {partition}"))  # regclass text comes quoted where needed
+
+
+def attach_recommendations(conn: Connection, run_id: str, staged: Staged) -> None:
+    """After the run's record is in: PostgreSQL attaches the loaded table as the run's partition;
+    SQLite inserts the rows in batches."""
+    if staged.table is not None:
+        _attach(conn, run_id, staged.table)
+        return
+    for start in range(0, len(staged.rows), INSERT_CHUNK):
+        chunk = staged.rows.iloc[start : start + INSERT_CHUNK]
         conn.execute(insert(recommendations), [{"run_id": run_id, **r} for r in chunk.to_dict("records")])
+
+
+def _fresh_partition(conn: Connection, run_id: str) -> str:
+    """An empty table shaped like `recommendations`, for one run id only, named uniquely."""
+    table = f"recommendations_{uuid.uuid4().hex}"
+    conn.execute(
+        text(
+            f'CREATE TABLE "{table}" (LIKE recommendations, '
+            f'CONSTRAINT "{table}_run" CHECK (run_id = {_literal(conn, run_id)}))'
+        )
+    )
+    return table
+
+
+def _build_key(conn: Connection, table: str) -> None:
+    conn.execute(text(f'ALTER TABLE "{table}" ADD PRIMARY KEY (run_id, user_id, rank)'))
+
+
+def _attach(conn: Connection, run_id: str, table: str) -> None:
+    """The foreign key checked in one query (ATTACH adopts it instead of checking row by row), then
+    the table becomes the run's partition: visible to readers at commit, all at once."""
+    conn.execute(
+        text(
+            f'ALTER TABLE "{table}" ADD CONSTRAINT "{table}_run_id_fkey" FOREIGN KEY (run_id) '
+            "REFERENCES runs (run_id) ON DELETE CASCADE"
+        )
+    )
+    conn.execute(
+        text(
+            f'ALTER TABLE recommendations ATTACH PARTITION "{table}" FOR VALUES IN ({_literal(conn, run_id)})'
+        )
+    )
+
+
+def _literal(conn: Connection, value: str) -> str:
+    """A string as a quoted SQL literal, for DDL, which takes no bound parameters."""
+    return String().literal_processor(conn.dialect)(value)
 
 
 class CsvStream(io.RawIOBase):

@@ -13,28 +13,36 @@ Data is loaded once and passed down. Three outputs:
 - `holdout_topk.parquet`: the holdout users' full-catalog top-K of every candidate and of the
   selected one (`personalization/ranking.py`) — holdout users only report, they never choose;
 - `recommendations.parquet`: every active user's top-K — from the challenger (`ranking.objective`
-  ranking, or both with the rating term), or from the rating model (rating).
+  ranking, or both with the rating term), or from the rating model (rating) — in `finetune.shards`
+  user shards: those the DAG's `recommend_shard` tasks computed (`run_shard`) are read back when
+  current, the rest computed here (`personalization/shards.py` says why and how).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import pandas as pd
+import torch
 
 from metarec_tasks.data.episodes import SUPPORT, TEST, TRAIN, latest_ratings
-from metarec_tasks.data.loader import load_episode_data
+from metarec_tasks.data.loader import EpisodeData, load_episode_data
 from metarec_tasks.files import write_json, write_parquet
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.meta import TRANSFER_ALGORITHM
+from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.baselines import BASELINES
+from metarec_tasks.models.rating import RatingNet
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
-from metarec_tasks.personalization import ranking
+from metarec_tasks.personalization import ranking, shards
 from metarec_tasks.personalization.loading import load_adapting_model
 from metarec_tasks.personalization.rating import MODEL_COLUMN, NO_ADAPT_COLUMN, predict_holdout, recommend
-from metarec_tasks.ranking.data import rank_data
+from metarec_tasks.personalization.shards import Shard
+from metarec_tasks.ranking.data import RankData, rank_data
 from metarec_tasks.selection.distill import save_student_of
+from metarec_tasks.selection.select import Selection
 from metarec_tasks.training.runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -50,13 +58,56 @@ def producer(params: Params, selection) -> dict:
     return selection.producer()
 
 
-def run(params: Params, ws: Workspace) -> dict[str, int]:
+@dataclass(frozen=True)
+class Inputs:
+    """What the stage and each shard read, loaded once per process."""
+
+    device: torch.device
+    events: pd.DataFrame
+    data: EpisodeData
+    rd: RankData
+    model: RatingNet
+    algorithm: MetaAlgorithm
+
+
+def load_inputs(params: Params, ws: Workspace) -> Inputs:
     device = pick_device(params.run.device)
     events = pd.read_parquet(ws.validated_events)
-    ratings = latest_ratings(events)
     data = load_episode_data(ws, extra_events=events)
     rd = rank_data(params, data, events, pd.read_parquet(ws.validated_table("items")))
     model, algorithm = load_adapting_model(ws.model_file, params, device)
+    return Inputs(device, events, data, rd, model, algorithm)
+
+
+def recommend_shard(params: Params, night: Inputs, selection: Selection, shard: Shard) -> pd.DataFrame:
+    """The published top-K of one user shard."""
+    ratings = latest_ratings(night.events)
+    model, algorithm, data = night.model, night.algorithm, night.data
+    objective = params.ranking.objective
+    if objective == "rating":
+        return recommend(model, algorithm, ratings, data.catalog, params, night.device, shard)
+    term = None
+    if objective == "both":
+        term = ranking.rating_term(model, algorithm, ratings, data.catalog, data.global_mean, params)
+    return ranking.recommend_ranked(params, night.rd, selection, shard, term)
+
+
+def run_shard(params: Params, ws: Workspace, index: int) -> int:
+    """One shard, on its own (`metarec finetune-shard INDEX`, the DAG's `recommend_shard`): the
+    night's selection, then the shard's users; written with its stamp. Returns its row count."""
+    shard = Shard(index, params.finetune.shards)
+    night = load_inputs(params, ws)
+    selection = ranking.night_selection(params, ws, night.rd, night.device)
+    rows = recommend_shard(params, night, selection, shard)
+    path = shards.write_shard(ws, shard, rows, shards.stamp(ws, params, selection.to_json()))
+    log.info("finetune: shard %d of %d, %d rows, in %s", index, shard.count, len(rows), path)
+    return len(rows)
+
+
+def run(params: Params, ws: Workspace) -> dict[str, int]:
+    night = load_inputs(params, ws)
+    device, data, rd = night.device, night.data, night.rd
+    model, algorithm = night.model, night.algorithm
     pretrained, transfer = load_adapting_model(ws.pretrained_model_file, params, device, TRANSFER_ALGORITHM)
 
     test = data.split(TEST)
@@ -77,14 +128,10 @@ def run(params: Params, ws: Workspace) -> dict[str, int]:
     topk = ranking.holdout_topk(params, rd, selection)
     timing = ranking.distill_timing(params, rd, selection)
 
-    objective = params.ranking.objective
-    if objective == "rating":
-        recommendations = recommend(model, algorithm, ratings, data.catalog, params, device)
-    else:
-        term = None
-        if objective == "both":
-            term = ranking.rating_term(model, algorithm, ratings, data.catalog, data.global_mean, params)
-        recommendations = ranking.recommend_ranked(params, rd, selection, term)
+    stamped = shards.stamp(ws, params, selection.to_json())
+    recommendations = shards.gather(
+        ws, params.finetune.shards, stamped, lambda shard: recommend_shard(params, night, selection, shard)
+    )
 
     ws.predictions.mkdir(parents=True, exist_ok=True)
     write_parquet(holdout, ws.holdout_predictions)

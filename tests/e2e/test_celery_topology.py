@@ -2,10 +2,11 @@
 
 PostgreSQL holds the Airflow metadata and the warehouse (two throwaway databases), Redis is the Celery
 broker, and `airflow scheduler`, `dag-processor`, `api-server` and two `celery worker`s (one for the
-default queue, one standing in for the GPU worker on the `gpu` queue) run as separate process groups.
-The test triggers `metarec_nightly` with a conf through the REST API v2, waits for it, checks that the
-GPU stages ran on the queue params.yaml names, reads the result from the warehouse, and makes sure that
-no process is left behind.
+default queue, one standing in for the GPU worker on the `gpu` queue; both serve the shard queue)
+run as separate process groups. The test triggers `metarec_nightly` with a conf through the REST API
+v2, waits for it, checks that the GPU stages ran on the queue params.yaml names and that both workers
+shared finetune's two user shards, reads the result from the warehouse, and makes sure that no process
+is left behind.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from pathlib import Path
 
 import pytest
 
+from metarec_tasks.orchestration.airflow_tasks import SHARD_TASK
 from tests.helpers import BIN, POSTGRES_ADMIN_URL, REPO, TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 REDIS_URL = os.environ.get("METAREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")  # a dedicated db
 GPU_QUEUE = "gpu"
+SHARD_QUEUE = "shards"
+SHARDS = 2
 RUN_DATE = "2026-10-20"
 CONF = {"run_date": RUN_DATE, "algorithm": "fomaml", "meta_epochs": 2, "force_publish": True}
 MARKER = "METAREC_TOPOLOGY_TEST"  # every process we start carries it, so leftovers can be found
@@ -222,6 +226,9 @@ def topology(tmp_path, databases, broker):
     overrides = {
         **TINY,
         "orchestration.gpu_queue": GPU_QUEUE,
+        "orchestration.shard_queue": SHARD_QUEUE,
+        "finetune.shards": SHARDS,
+        "finetune.chunk_size": 64,  # the tiny world's users in more chunks than shards
         "orchestration.schedule": None,
         "orchestration.retries": 0,
     }
@@ -245,7 +252,7 @@ def topology(tmp_path, databases, broker):
         for queue in ("default", GPU_QUEUE):
             topo.start(
                 f"worker-{queue}",
-                *("celery", "worker", "--queues", queue, "--concurrency", "1"),
+                *("celery", "worker", "--queues", f"{queue},{SHARD_QUEUE}", "--concurrency", "1"),
                 *("--celery-hostname", f"{queue}-{token[:8]}@%h", "--skip-serve-logs"),
             )
         yield topo, f"http://127.0.0.1:{port}", password, workspace
@@ -295,17 +302,21 @@ def test_nightly_run_on_celery_topology(topology):
     except TimeoutError:
         topo.check_alive()
         raise
-    tis = {ti["task_id"]: ti for ti in client.task_instances(run_id)}
-    states = {task: ti["state"] for task, ti in tis.items()}
+    instances = client.task_instances(run_id)
+    tis = {ti["task_id"]: ti for ti in instances}
+    states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in instances}
     assert state == "success", f"{states}\n{topo.tail('worker-default')}\n{topo.tail('worker-gpu')}"
     assert set(states.values()) == {"success"}
+    assert sorted(i for task, i in states if task == SHARD_TASK) == list(range(SHARDS))  # mapped
     # GPU stages went to the queue params.yaml names, which only the GPU worker serves.
     queues = {task: ti["queue"] for task, ti in tis.items()}
-    assert {queues["train"], queues["finetune"]} == {GPU_QUEUE}
-    assert {q for task, q in queues.items() if task not in ("train", "finetune")} == {"default"}
-    # ...and each worker ran exactly the tasks of its queue.
-    assert topo.executed_by("worker-gpu") == {"train", "finetune"}
+    assert {queues["train"], queues["finetune"]} == {GPU_QUEUE} and queues[SHARD_TASK] == SHARD_QUEUE
+    assert {q for task, q in queues.items() if task not in ("train", "finetune", SHARD_TASK)} == {"default"}
+    # ...each worker ran exactly the tasks of its queue, and both shared the user shards.
+    assert topo.executed_by("worker-gpu") == {"train", "finetune", SHARD_TASK}
     assert topo.executed_by("worker-default") == set(tis) - {"train", "finetune"}
+    shards = sorted((workspace / "data" / "shards").glob(f"*-of-{SHARDS}.parquet"))
+    assert [p.name for p in shards] == [f"{i}-of-{SHARDS}.parquet" for i in range(SHARDS)]
     client.close()
 
     engine = create_engine(topo.env["METAREC_WAREHOUSE_URL"])

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from metarec_tasks.orchestration.airflow_tasks import SHARD_TASK
 from metarec_tasks.stages import STAGES
 from tests.helpers import BIN, REPO
 
@@ -24,7 +25,8 @@ def test_dagbag_has_no_import_errors(dagbag):
 
 def test_dag_wiring_schedule_and_params(dagbag):
     dag = dagbag.get_dag("metarec_nightly")
-    order = ["prepare", *STAGES, "version"]
+    finetune = STAGES.index("finetune")
+    order = ["prepare", *STAGES[:finetune], SHARD_TASK, *STAGES[finetune:], "version"]
     for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     assert dag.catchup is False and dag.max_active_runs == 1
@@ -58,7 +60,7 @@ def test_invalid_trigger_params_are_rejected(dagbag):
 
 
 @pytest.mark.slow
-def test_dag_runs_end_to_end_in_process(airflow_db, workspace, monkeypatch):
+def test_dag_runs_end_to_end_in_process(airflow_db, workspace, monkeypatch, capfd, caplog):
     monkeypatch.setenv("METAREC_WORKSPACE", str(workspace))
     from airflow.dag_processing.dagbag import DagBag
 
@@ -85,3 +87,7 @@ def test_dag_runs_end_to_end_in_process(airflow_db, workspace, monkeypatch):
     selection = json.loads((workspace / "data" / "predictions" / "selection.json").read_text())
     assert record["algorithm"] == selection["challenger"] == selection["producer"]["candidate"]
     assert (workspace / ".dvc-store" / "files").is_dir()  # outputs pushed to the DVC remote
+    # finetune read back the user shard its mapped task computed, rather than computing it again
+    # the task log: on the terminal or through logging, as Airflow's set-up in this process decides
+    logged = "".join(capfd.readouterr()) + "\n".join(r.getMessage() for r in caplog.records)
+    assert "finetune: shard 0 of 1 read from" in logged and "is stale" not in logged

@@ -192,6 +192,7 @@ def test_pod_templates_give_a_gpu_to_the_gpu_template_only():
 def test_dag_passes_the_gpu_pod_template_to_gpu_stages_only(airflow_db, monkeypatch, template):
     from airflow.dag_processing.dagbag import DagBag
 
+    from metarec_tasks.orchestration.airflow_tasks import SHARD_TASK
     from metarec_tasks.orchestration.deploy import GPU_POD_TEMPLATE_ENV, GPU_STAGES
 
     if template:
@@ -201,7 +202,8 @@ def test_dag_passes_the_gpu_pod_template_to_gpu_stages_only(airflow_db, monkeypa
     dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("metarec_nightly")
     configs = {task.task_id: task.executor_config for task in dag.tasks}
     for task_id, config in configs.items():
-        expected = {"pod_template_file": template} if template and task_id in GPU_STAGES else {}
+        gpu = task_id in GPU_STAGES or task_id == SHARD_TASK  # finetune's user shards: its own work
+        expected = {"pod_template_file": template} if template and gpu else {}
         assert config == expected, task_id
 
 

@@ -4,7 +4,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from metarec_tasks.publishing.champion import decide
@@ -19,6 +19,8 @@ from metarec_tasks.publishing.warehouse import (
     runs,
 )
 from tests.helpers import empty_warehouse
+
+PARTITIONS = text("SELECT count(*) FROM pg_inherits WHERE inhparent = 'recommendations'::regclass")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -118,8 +120,6 @@ def test_rejected_runs_are_recorded_without_rows_and_the_view_shows_the_champion
     assert _rows(engine, "nightly-2026-11-02") == []
     assert champion(engine, "synthetic")["run_id"] == "nightly-2026-11-01"
     with engine.connect() as conn:
-        from sqlalchemy import text
-
         latest = conn.execute(text(f"SELECT DISTINCT run_id FROM {LATEST_VIEW}")).scalars().all()
     assert latest == ["nightly-2026-11-01"]
 
@@ -182,3 +182,71 @@ def test_ids_with_commas_quotes_and_unicode_round_trip(engine):
     rows = sorted(_rows(engine, "nightly-2026-11-01"))
     assert sorted(r[1:3] for r in rows) == sorted([('u,"1', 1), ("ü ser", 1)])  # (run_id, user, rank, ...)
     assert {r[3] for r in rows} == {'i\n"2', "i,3"} and 0.1234567891234 in {r[4] for r in rows}
+
+
+@pytest.mark.postgres
+def test_each_run_is_its_own_partition_and_a_rerun_swaps_it(postgres_url):
+    """PostgreSQL: a publish attaches a freshly loaded table; a re-publish drops the old one."""
+    empty_warehouse(postgres_url)
+    engine = connect(postgres_url)
+    partition = text("SELECT DISTINCT tableoid::regclass::text FROM recommendations WHERE run_id = :r")
+    try:
+        publish_run(engine, _record("nightly-2026-11-01", date(2026, 11, 1)), _recs(10, 3), [])
+        publish_run(engine, _record("nightly-2026-11-02", date(2026, 11, 2)), _recs(5, 3), [])
+        with engine.connect() as conn:
+            first = conn.execute(partition, {"r": "nightly-2026-11-02"}).scalars().all()
+        publish_run(engine, _record("nightly-2026-11-02", date(2026, 11, 2)), _recs(4, 2, shift=1.0), [])
+        with engine.connect() as conn:
+            second = conn.execute(partition, {"r": "nightly-2026-11-02"}).scalars().all()
+            left = conn.execute(PARTITIONS).scalar_one()
+        assert len(first) == len(second) == 1 and first != second and left == 2
+        assert (
+            len(_rows(engine, "nightly-2026-11-02")) == 8 and len(_rows(engine, "nightly-2026-11-01")) == 30
+        )
+    finally:
+        engine.dispose()
+        empty_warehouse(postgres_url)
+
+
+@pytest.mark.postgres
+def test_a_warehouse_from_before_partitioning_is_partitioned_on_connect(postgres_url):
+    """An older PostgreSQL warehouse (one plain recommendations table) keeps every row and publishes."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import create_engine, insert
+
+    empty_warehouse(postgres_url)
+    old = create_engine(postgres_url)
+    with old.begin() as conn:
+        runs.create(conn)
+        conn.execute(
+            text(
+                "CREATE TABLE recommendations (run_id VARCHAR(128) REFERENCES runs (run_id) "
+                "ON DELETE CASCADE, user_id VARCHAR(128), rank INTEGER, item_id VARCHAR(128) NOT NULL, "
+                "score FLOAT NOT NULL, "
+                "PRIMARY KEY (run_id, user_id, rank))"
+            )
+        )
+        conn.execute(text(f"CREATE VIEW {LATEST_VIEW} AS SELECT * FROM recommendations"))
+        for day in (1, 2):
+            record = _record(f"nightly-2026-11-0{day}", date(2026, 11, day))
+            conn.execute(
+                insert(runs).values(**record.__dict__, recommendation_rows=6, updated_at=datetime.now(UTC))
+            )
+            rows = _recs(3, 2).assign(run_id=record.run_id).to_dict("records")
+            conn.execute(insert(recommendations), rows)
+    old.dispose()
+    engine = connect(postgres_url)
+    try:
+        assert len(_rows(engine, "nightly-2026-11-01")) == len(_rows(engine, "nightly-2026-11-02")) == 6
+        publish_run(engine, _record("nightly-2026-11-02", date(2026, 11, 2)), _recs(5, 2), [])
+        assert (
+            len(_rows(engine, "nightly-2026-11-02")) == 10 and len(_rows(engine, "nightly-2026-11-01")) == 6
+        )
+        with engine.connect() as conn:
+            assert conn.execute(PARTITIONS).scalar_one() == 2
+            assert conn.execute(text(f"SELECT count(*) FROM {LATEST_VIEW}")).scalar_one() == 10
+        connect(postgres_url).dispose()  # partitioned already: connecting again changes nothing
+    finally:
+        engine.dispose()
+        empty_warehouse(postgres_url)

@@ -112,3 +112,42 @@ def test_evaluate_reports_the_student_against_its_teacher_and_per_melu_scenario(
     assert set(scenarios["scenario"]) <= {
         f"{user}/{item}" for user in ("existing_user", "new_user") for item in ("existing_item", "new_item")
     }
+
+
+@pytest.mark.parametrize("objective", ["ranking", "rating"])
+def test_sharded_recommendations_equal_unsharded_row_for_row(trained, tmp_path, monkeypatch, objective):
+    """Three shards — one computed by `metarec finetune-shard` in its own process (as a DAG task),
+    one in this process, one left for the stage — merge into the unsharded list, row for row; the
+    stage reuses the shards that were computed before it."""
+    import shutil
+    import subprocess
+
+    from tests.helpers import BIN
+
+    whole = Workspace(shutil.copytree(trained.root, tmp_path / "whole"))
+    settings = {"finetune.chunk_size": 16, "ranking.objective": objective}
+    update_params_file(whole.root / "params.yaml", settings)
+    finetune.run(load_params(whole.root / "params.yaml"), whole)
+
+    sharded = Workspace(shutil.copytree(trained.root, tmp_path / "sharded"))
+    update_params_file(sharded.root / "params.yaml", {**settings, "finetune.shards": 3})
+    task = subprocess.run(
+        [str(BIN / "metarec"), "--root", str(sharded.root), "finetune-shard", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert task.returncode == 0, task.stderr[-2000:]
+    assert main(["--root", str(sharded.root), "finetune-shard", "2"]) == 0
+    assert main(["--root", str(sharded.root), "finetune-shard", "3"]) == 2  # no such shard: one line, exit 2
+    computed = []
+    real = finetune.recommend_shard
+    monkeypatch.setattr(
+        finetune,
+        "recommend_shard",
+        lambda p, n, s, shard: computed.append(shard.index) or real(p, n, s, shard),
+    )
+    finetune.run(load_params(sharded.root / "params.yaml"), sharded)
+    assert computed == [1]  # shards 0 and 2 were current: read back, not recomputed
+    expected = pd.read_parquet(whole.recommendations)
+    assert expected["user_id"].nunique() > 3 * 16  # every shard holds users
+    pd.testing.assert_frame_equal(pd.read_parquet(sharded.recommendations), expected)
