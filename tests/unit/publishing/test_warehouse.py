@@ -250,3 +250,40 @@ def test_a_warehouse_from_before_partitioning_is_partitioned_on_connect(postgres
     finally:
         engine.dispose()
         empty_warehouse(postgres_url)
+
+
+@pytest.mark.postgres
+def test_readers_see_the_old_rows_until_commit_and_a_new_run_never_blocks_them(postgres_url):
+    """PostgreSQL, mid-publish (the steps of `publish_run`, held open): another connection reads the
+    published run at once — no lock wait — and none of the new run's rows until the commit."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from metarec_tasks.publishing.warehouse import (
+        attach_recommendations,
+        drop_recommendations,
+        stage_recommendations,
+    )
+
+    empty_warehouse(postgres_url)
+    engine = connect(postgres_url)
+    counts = text("SELECT run_id, count(*) FROM recommendations GROUP BY run_id ORDER BY run_id")
+    try:
+        publish_run(engine, _record("nightly-2026-11-01", date(2026, 11, 1)), _recs(10, 3), [])
+        new = _record("nightly-2026-11-02", date(2026, 11, 2))
+        with engine.connect() as reader, engine.begin() as conn:
+            reader.execute(text("SET lock_timeout = '2s'"))  # waiting for the publish would fail
+            conn.execute(
+                insert(runs).values(**new.__dict__, recommendation_rows=15, updated_at=datetime.now(UTC))
+            )
+            staged = stage_recommendations(conn, new.run_id, _recs(5, 3))
+            drop_recommendations(conn, new.run_id)
+            attach_recommendations(conn, new.run_id, staged)
+            assert reader.execute(counts).all() == [("nightly-2026-11-01", 30)]
+            reader.rollback()
+        with engine.connect() as reader:
+            assert reader.execute(counts).all() == [("nightly-2026-11-01", 30), ("nightly-2026-11-02", 15)]
+    finally:
+        engine.dispose()
+        empty_warehouse(postgres_url)
