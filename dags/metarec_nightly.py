@@ -16,7 +16,7 @@ from typing import get_args
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
-from metarec_tasks.orchestration.airflow_tasks import SHARD_TASK, stage_assets, workspace_root
+from metarec_tasks.orchestration.airflow_tasks import SHARD_TASK, shard_tasks, stage_assets, workspace_root
 from metarec_tasks.orchestration.alerts import DecisionAlert, TaskFailedAlert
 from metarec_tasks.orchestration.deploy import gpu_executor_config
 from metarec_tasks.params import Algorithm, load_params
@@ -138,8 +138,8 @@ def metarec_nightly():
     queue = {name: ORCHESTRATION.gpu_queue for name in GPU_STAGES}
     stages = [stage(name, queue.get(name, ORCHESTRATION.default_queue)) for name in STAGES]
     finetune = STAGES.index("finetune")
-    shards = recommend_shard.expand(index=list(range(SHARDS)))
-    chain(prepare(), *stages[:finetune], shards, *stages[finetune:], version())
+    shards = [recommend_shard.expand(index=shard_tasks(SHARDS))] if shard_tasks(SHARDS) else []
+    chain(prepare(), *stages[:finetune], *shards, *stages[finetune:], version())
 
 
 metarec_nightly()

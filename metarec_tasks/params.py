@@ -173,7 +173,6 @@ class RankingParams(_Strict):
     prior: RankingPrior  # ease: + a per-user weight x the EASE score of the support (ranking/prior.py)
     prior_weight: float  # the per-user prior weight's starting value (the prior is scaled to unit std)
     prior_folds: int = Field(ge=2)  # cross-fitting folds of the training users' prior
-    prior_scales: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)  # chosen on validation users
     meta: MetaParams  # the ranker's meta-learning block (the same keys as the top-level `meta`)
     max_support: int = Field(ge=1)  # support interactions of a meta-training episode, at most
     support_sizes: SupportSizes  # how an episode's support size is drawn from 1..max_support
@@ -201,6 +200,7 @@ class SelectionParams(_Strict):
     ease_lambdas: list[float] = Field(min_length=1)
     ease_max_items: int = Field(ge=1)
     low_rating_weights: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1)
+    prior_scales: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)  # a ranker's prior term × this
     knn_neighbors: list[int] = Field(min_length=1)
     mf_dims: list[int] = Field(min_length=1)
     mf_regs: list[float] = Field(min_length=1)

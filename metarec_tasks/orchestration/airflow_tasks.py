@@ -165,6 +165,12 @@ def run_dvc_stage(stage: str, root: Path | None = None) -> None:
     run_command([_tool("dvc"), "repro", "--single-item", stage], root, stage)
 
 
+def shard_tasks(shards: int) -> list[int]:
+    """The user shards that run as their own DAG tasks: none for one shard — `finetune` computes it in
+    its own process, where a separate task would only choose the night's candidates a second time."""
+    return list(range(shards)) if shards > 1 else []
+
+
 def run_shard(index: int, root: Path | None = None) -> None:
     """One user shard of finetune's published top-K, run outside DVC, beside the other shards: DVC
     would run shards one after another (one repository lock per workspace); the `finetune` stage

@@ -168,6 +168,9 @@ def _dispatch(args: argparse.Namespace, argv: list[str] | None) -> int:
         count, ws = params.finetune.shards, Workspace(root)
         if not 0 <= args.index < count:
             raise ConfigError(f"shard {args.index} does not exist: finetune.shards is {count}")
+        for needed in (ws.validated_events, ws.tasks_file, ws.model_file, ws.rank_model_file):
+            if not needed.exists():  # a shard runs after train, as the DAG orders it
+                raise ConfigError(f"{needed} is missing: run the stages up to train first (dvc repro train)")
         with workspace_lock(ws, f"finetune shard {args.index}", params.run.lock_timeout_s, shared=True):
             run_shard(params, ws, args.index)
         return 0

@@ -2,7 +2,8 @@
 
 Airflow reports `state=success` for a run that ran no task at all (a logical date before the DAG's
 `start_date`), so success means: the run succeeded *and* every task of the DAG reached success —
-`recommend_shard` once per user shard (`finetune.shards` in the workspace's params.yaml).
+`recommend_shard` once per user shard when there are several (`finetune.shards` in the workspace's
+params.yaml; `airflow_tasks.shard_tasks`).
 
     python -m metarec_tasks.orchestration.dag_test_log .airflow/last-run.log
 """
@@ -21,7 +22,9 @@ RUN_SUCCESS = "state=success, run_type"
 
 def check(log: str, shards: int) -> str | None:
     """None when the log shows a successful run of every task; otherwise why not, in one line."""
-    ran, expected = log.count(TASK_SUCCESS), len(TASKS) + shards
+    from metarec_tasks.orchestration.airflow_tasks import shard_tasks
+
+    ran, expected = log.count(TASK_SUCCESS), len(TASKS) + len(shard_tasks(shards))
     if RUN_SUCCESS not in log:
         return "the DAG run did not succeed"
     if ran != expected:

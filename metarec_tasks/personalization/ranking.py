@@ -6,9 +6,10 @@
 - `holdout_topk`: holdout users adapted on their support set only; every candidate, the blend and
   the selected one ranked over the whole catalog (support items and unavailable items excluded);
 - `recommend_ranked`: every user active in the window, their latest interactions (any event type;
-  not what they rated low) as the support set, seen and unavailable items excluded, ranked by the
-  challenger over the whole catalog or the candidate pool; with `ranking.objective` both, plus
-  `ranking.rating_weight` × (predicted rating − global mean).
+  what they rated low is no positive, only an input of the item-item models) as the support set,
+  seen and unavailable items excluded, ranked by the challenger over the whole catalog or the
+  candidate pool; with `ranking.objective` both, plus `ranking.rating_weight` × (predicted rating −
+  global mean).
 """
 
 from __future__ import annotations

@@ -20,9 +20,10 @@ a stamp: a hash of every file the stage depends on in `dvc.yaml` (data, models a
 `params.yaml` and the night's selection (challenger, knobs, blend). The merge accepts a shard only
 with its own stamp; any other is recomputed with a warning, never published as it is.
 
-Each shard process also chooses the night's challenger on the validation users (it needs it to
-score): the per-user work is split, the validation work is repeated per shard — it is bounded by the
-validation users, not by everyone active.
+Each shard process also chooses the night's challenger on the validation users and distils it into
+the student (it needs the selection to score): the per-user work is split, the selection is repeated
+per shard task — it grows with the validation and training users, not with everyone active, and with
+one shard no shard task runs at all (`orchestration.airflow_tasks.shard_tasks`).
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def stamp(ws: Workspace, params: Params, selection: dict[str, Any]) -> str:
     """What a shard was computed from: the stage's `dvc.yaml` entry, every file it depends on, by
     content — data and models in the workspace, code as it runs (this package) — the whole params
     and the selection."""
-    spec = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"][STAGE]
+    pipeline = ws.root / "dvc.yaml"  # the workspace's; an installed package has none beside it
+    pipeline = pipeline if pipeline.exists() else PROJECT_ROOT / "dvc.yaml"
+    spec = yaml.safe_load(pipeline.read_text())["stages"][STAGE]
     digest = hashlib.sha256()
     digest.update(json.dumps(spec, sort_keys=True).encode())
     digest.update(params.model_dump_json(by_alias=True).encode())

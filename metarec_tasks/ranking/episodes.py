@@ -18,6 +18,7 @@ from metarec_tasks.logs.contract import ITEM_KEY, RATING_EVENT, USER_KEY
 from metarec_tasks.meta.objectives import LOG_Q
 from metarec_tasks.meta.tasks import Catalog, InteractionSet, TaskBatch
 from metarec_tasks.models.rating import Features
+from metarec_tasks.params import SupportSizes
 from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET, ItemPrior, support_buckets
 
 
@@ -196,7 +197,7 @@ def ranking_batch(
     return TaskBatch(list(users), torch.as_tensor(user_rows), sets[0], sets[1])
 
 
-def support_size(most: int, sizes: str, rng: np.random.Generator) -> int:
+def support_size(most: int, sizes: SupportSizes, rng: np.random.Generator) -> int:
     """An episode's support size in 1..most: uniform, or log-uniform (as many 1–3 as 8–30)."""
     if sizes == "log_uniform":
         return min(most, int(np.exp(rng.uniform(0.0, np.log(most + 1)))))
@@ -204,7 +205,11 @@ def support_size(most: int, sizes: str, rng: np.random.Generator) -> int:
 
 
 def sample_episodes(
-    data: UserItems, max_support: int, max_query: int, rng: np.random.Generator, sizes: str = "uniform"
+    data: UserItems,
+    max_support: int,
+    max_query: int,
+    rng: np.random.Generator,
+    sizes: SupportSizes = "uniform",
 ) -> tuple[UserItems, tuple[list, list], tuple[list, list]]:
     """Meta-training episodes: per user (≥ 2 positives) a random support of 1..max_support items and a
     query of up to max_query of the rest — support sizes spread over the cold-start range. The users

@@ -4,16 +4,16 @@ their inner learning rate and epochs are chosen on validation users too).
 
 | candidate | kind | knobs chosen on validation users |
 |---|---|---|
-| `model` | meta | meta-training's best epoch; the scale of its prior (`ranking.prior_scales`) |
+| `model` | meta | meta-training's best epoch; the scale of its prior (`selection.prior_scales`) |
 | `rank_pretrained_finetuned` | transfer | inner learning rate (`selection.transfer_inner_lrs`), prior scale |
 | `ease` | baseline | λ (`selection.ease_lambdas`) |
 | `popularity_mf` | baseline | factors × ridge (`selection.mf_dims`, `selection.mf_regs`) |
 | `item_knn` | baseline | neighbours (`selection.knn_neighbors`) |
+| `popularity` | baseline | — |
+| `student` | student | temperature (`distill.temperatures`), epochs (`selection/distill.py`) |
 
 Every item-item or MF baseline also chooses the input weight of a support item its user rated low
 (`selection.low_rating_weights`): seen but not liked, it still says what the user watches.
-| `popularity` | baseline | — |
-| `student` | student | temperature (`distill.temperatures`), epochs (`selection/distill.py`) |
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def night_candidates(
 ) -> list[Candidate]:
     """Every single candidate — the meta-learned `rankers`, the fine-tuned `pretrained` warm-up and
     the baselines fitted on every interaction of `train_users` (what people watched together is
-    co-occurrence signal even when they rated it low; a user's own low ratings never enter their
-    support set) — tuned on `val` (validation users) only."""
+    co-occurrence signal even when they rated it low; a user's own low ratings are no positives of
+    their support set, only an input at a validated weight) — tuned on `val` (validation users) only."""
     sp, k = params.selection, params.evaluate.catalog_k
     n_items = len(ctx.unavailable)
     train = bl.interaction_matrix(train_users.items, train_users.weights, n_items)
@@ -169,7 +169,7 @@ def night_candidates(
     def meta(model: RankNet, algorithm: MetaAlgorithm) -> Callable[..., Scorer]:
         return lambda prior_scale=1.0: ranker_scorer(model, algorithm, ctx, steps, chunk, device, prior_scale)
 
-    scales = {"prior_scale": params.ranking.prior_scales} if ctx.prior is not None else {}
+    scales = {"prior_scale": sp.prior_scales} if ctx.prior is not None else {}
     metas = [
         tuned(name, "meta", meta(model, alg), scales, val, excluded, k)
         for name, (model, alg) in rankers.items()

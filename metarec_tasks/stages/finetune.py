@@ -1,6 +1,6 @@
 """The `finetune` stage: personalize the trained initializations for every user, then rank.
 
-Data is loaded once and passed down. Three outputs:
+Data is loaded once and passed down. Its outputs:
 - `holdout.parquet`: holdout users adapted on their support set only, scored on their query set —
   the meta-model, the pretrained network as it is and fine-tuned per user with plain SGD (transfer
   learning), and the statistical baselines of `meta.baselines` as extra columns, so `evaluate`

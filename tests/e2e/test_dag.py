@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from metarec_tasks.orchestration.airflow_tasks import SHARD_TASK
+from metarec_tasks.orchestration.airflow_tasks import SHARD_TASK, shard_tasks
 from metarec_tasks.stages import STAGES
 from tests.helpers import BIN, REPO
 
@@ -24,15 +24,18 @@ def test_dagbag_has_no_import_errors(dagbag):
 
 
 def test_dag_wiring_schedule_and_params(dagbag):
+    from metarec_tasks.params import load_params
+
+    params = load_params(REPO / "params.yaml")
     dag = dagbag.get_dag("metarec_nightly")
     finetune = STAGES.index("finetune")
-    order = ["prepare", *STAGES[:finetune], SHARD_TASK, *STAGES[finetune:], "version"]
+    mapped = [SHARD_TASK] if shard_tasks(params.finetune.shards) else []  # several user shards only
+    order = ["prepare", *STAGES[:finetune], *mapped, *STAGES[finetune:], "version"]
+    assert set(dag.task_ids) == set(order)
     for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     assert dag.catchup is False and dag.max_active_runs == 1
-    from metarec_tasks.params import load_params
-
-    orchestration = load_params(REPO / "params.yaml").orchestration
+    orchestration = params.orchestration
     assert dag.schedule == orchestration.schedule
     assert all(t.retries >= 1 for t in dag.tasks)
     # no task can wait forever: each has a timeout, the model stages a longer one
@@ -87,7 +90,8 @@ def test_dag_runs_end_to_end_in_process(airflow_db, workspace, monkeypatch, capf
     selection = json.loads((workspace / "data" / "predictions" / "selection.json").read_text())
     assert record["algorithm"] == selection["challenger"] == selection["producer"]["candidate"]
     assert (workspace / ".dvc-store" / "files").is_dir()  # outputs pushed to the DVC remote
-    # finetune read back the user shard its mapped task computed, rather than computing it again
-    # the task log: on the terminal or through logging, as Airflow's set-up in this process decides
+    # one user shard: finetune computes it itself, no mapped task chooses the candidates a second time
+    # (several shards as mapped tasks: tests/e2e/test_celery_topology.py)
+    assert "recommend_shard" not in dag.task_ids
     logged = "".join(capfd.readouterr()) + "\n".join(r.getMessage() for r in caplog.records)
-    assert "finetune: shard 0 of 1 read from" in logged and "is stale" not in logged
+    assert "is stale" not in logged

@@ -78,3 +78,10 @@ def test_a_stage_logs_levels_survive_into_the_task_log_and_a_skip_is_one_line(tm
     assert (
         levels["stage ingest: up to date (inputs, code and params unchanged), skipped by DVC"] == logging.INFO
     )
+
+
+def test_a_shard_before_train_exits_2_naming_what_is_missing(workspace):
+    result = metarec(workspace, "finetune-shard", "0")
+    assert result.returncode == 2
+    assert "events.parquet is missing" in result.stderr and "dvc repro train" in result.stderr
+    assert "Traceback" not in result.stderr
