@@ -4,8 +4,9 @@
   summed; a per-item bias) gives each item its output vector, and embeds the user's categorical
   features;
 - user vector = the weighted mean of the support items' input vectors (an item-ID embedding plus a
-  linear map of the item's tower vector, so an item new to the catalog still has one) + the user's
-  feature embedding;
+  linear map of the item's tower vector, so an item new to the catalog still has one) + a learned
+  gate × the mean input vector of the items the user rated low (a negative weight in the support
+  rows marks one: the teacher reads them, so must the student) + the user's feature embedding;
 - score(user, item) = <user vector, item vector> + item bias.
 
 There is no per-user inner loop: the support set is read in one forward pass, so scoring a user
@@ -25,7 +26,7 @@ from metarec_tasks.models.io import atomic_save, cpu_state, restore, safe_load
 from metarec_tasks.models.ranking import ItemTower, RankDims
 from metarec_tasks.models.rating import Features
 
-STUDENT_FORMAT = "metarec-student-model/1"
+STUDENT_FORMAT = "metarec-student-model/2"
 ITEM_ID = "item_id"
 USER_CAT = "user_cat"
 
@@ -39,6 +40,7 @@ class Student(nn.Module):
         self.tower = ItemTower(dims)
         self.inputs = nn.Embedding(dims.n_item_ids, dims.dim)
         self.mix = nn.Linear(dims.dim, dims.dim, bias=False)
+        self.low_gate = nn.Parameter(torch.zeros(()))  # weight of the low-rated items' mean vector
         nn.init.normal_(self.inputs.weight, std=0.05)
         self.item_names = sorted(items)
         for name in self.item_names:
@@ -59,14 +61,17 @@ class Student(nn.Module):
     def user_vectors(
         self, rows: torch.Tensor, weights: torch.Tensor, user_rows: torch.Tensor, table: torch.Tensor
     ) -> torch.Tensor:
-        """[T, dim] from padded support rows [T, S] (-1 = padding), their weights and the users' rows."""
+        """[T, dim] from padded support rows [T, S] (-1 = padding), their weights (< 0: an item the
+        user rated low) and the users' rows."""
         mask = rows >= 0
         safe = rows.clamp(min=0)
         ids = getattr(self, _buffer("item", ITEM_ID))[safe]
         vectors = self.inputs(ids) + self.mix(table[safe])
-        w = torch.where(mask, weights, torch.zeros_like(weights))
+        w = torch.where(mask & (weights > 0), weights, torch.zeros_like(weights))
         pooled = (w[..., None] * vectors).sum(1) / w.sum(1, keepdim=True).clamp(min=1e-6)
-        return pooled + self.tower.users({USER_CAT: self.user_cat[user_rows]})
+        low = (mask & (weights < 0)).to(vectors.dtype)
+        low_pooled = (low[..., None] * vectors).sum(1) / low.sum(1, keepdim=True).clamp(min=1.0)
+        return pooled + self.low_gate * low_pooled + self.tower.users({USER_CAT: self.user_cat[user_rows]})
 
     def forward(
         self,

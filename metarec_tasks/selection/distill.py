@@ -142,6 +142,19 @@ class Distillation(MetaAlgorithm):
         raise NotImplementedError("the student has no inner loop: it reads the support set in one pass")
 
 
+LOW = -1.0  # the support-row weight that marks an item the user rated low (`Student.user_vectors`)
+
+
+def student_inputs(support: UserItems) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """What the student reads of support sets: the positives at their weights, then the items each
+    user rated low, marked `LOW` — its teacher reads those too."""
+    low = support.low_items()
+    items = [np.concatenate([i, lo]) for i, lo in zip(support.items, low, strict=True)]
+    marks = [np.full(len(lo), LOW, np.float32) for lo in low]
+    weights = [np.concatenate([w.astype(np.float32), m]) for w, m in zip(support.weights, marks, strict=True)]
+    return items, weights
+
+
 def padded(items: list[np.ndarray], weights: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """[T, S] catalog rows (-1 = padding) and their weights (0 on padding)."""
     task, column = ragged_index(items)
@@ -158,7 +171,7 @@ def lesson_batch(lessons: Lessons, index: np.ndarray) -> TaskBatch:
     """Lessons `index` as the loop's batch: support rows/weights, and the lesson's rows/scores/mask
     in the query set (no per-row features: the student keeps the catalog's)."""
     part = lessons.support.subset(index)
-    rows, weights = padded(part.items, part.weights)
+    rows, weights = padded(*student_inputs(part))
     support = InteractionSet({}, {}, weights, rows >= 0, rows)
     query = InteractionSet(
         {},
@@ -179,7 +192,7 @@ def student_scorer(model: Student, chunk: int) -> Scorer:
         with torch.no_grad():
             for start in range(0, len(support), chunk):
                 part = support.subset(np.arange(start, min(start + chunk, len(support))))
-                rows, weights = padded(part.items, part.weights)
+                rows, weights = padded(*student_inputs(part))
                 user_rows = torch.as_tensor(part.user_rows, device=device)
                 out.append(model(rows.to(device), weights.to(device), user_rows).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, model.n_items), np.float32)

@@ -17,10 +17,12 @@ from metarec_tasks.ranking.data import EvalUsers, RankContext, exclusion_mask
 from metarec_tasks.ranking.episodes import UserItems
 from metarec_tasks.selection.candidates import Candidate
 from metarec_tasks.selection.distill import (
+    LOW,
     STUDENT,
     padded,
     save_student_of,
     student_candidate,
+    student_inputs,
     student_scorer,
     teach,
 )
@@ -182,3 +184,18 @@ def test_distill_params_are_validated():
         params(**{"distill.dim": 0})
     with pytest.raises(ConfigError, match=r"distill\.enabled"):
         params(**{"distill.enabled": "sometimes"})
+
+
+def test_the_student_reads_the_items_a_user_rated_low_as_its_teacher_does():
+    ctx, dims, _, _ = world()
+    torch.manual_seed(0)
+    student = Student(dims, ctx.catalog.items, ctx.catalog.users)
+    liked = UserItems(["u0"], np.asarray([0]), [np.asarray([1, 2])], [np.ones(2, np.float32)])
+    mixed = UserItems(["u0"], np.asarray([0]), liked.items, liked.weights, [np.asarray([7])])
+    items, weights = student_inputs(mixed)
+    assert items[0].tolist() == [1, 2, 7] and weights[0].tolist() == [1.0, 1.0, LOW]
+    score = student_scorer(student, 8)
+    assert np.allclose(score(liked), score(mixed))  # the gate starts at 0: the positives alone
+    with torch.no_grad():
+        student.low_gate.fill_(1.0)
+    assert not np.allclose(score(liked), score(mixed))  # a learned gate: the low-rated item counts
