@@ -1,0 +1,169 @@
+"""How the nightly cost grows with users and items: every stage on synthetic worlds of several sizes.
+
+For each size N (users at the start of the simulated window; items scaled with them, N / 5 clipped to
+300..50,000, the default world's 300 at its 1,500 users) a throwaway workspace gets the committed
+`params.yaml` with the synthetic world resized, and every stage of `STAGES` runs as the pipeline runs
+it, `metarec <stage>`, each in its own child process. Per stage: wall seconds, CPU seconds and the
+child's peak RSS. Per stage and measure, the growth exponent is the least-squares slope of
+log(cost) on log(users) over the sizes run (1 = linear in users).
+
+    python -m benchmarks.scale                                  # the sizes of the report
+    python -m benchmarks.scale --users 10000 100000 1000000     # the issue's sizes (hours on 2 cores)
+    python -m benchmarks.scale --users 300 600 --stages ingest validate   # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.reports import load_average, write_report
+from metarec_tasks.stages import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("benchmarks.scale")
+
+DEFAULT_USERS = 1500  # the committed world's initial users...
+DEFAULT_ITEMS = 300  # ...and items: sizes scale both from here
+MAX_ITEMS = 50_000
+# Run in the child: the stage through the CLI, then its own peak RSS (KiB on Linux) on stdout's last line.
+CHILD = (
+    "import resource, sys\n"
+    "from metarec_tasks.orchestration.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    "sys.exit(code)\n"
+)
+
+
+def world(users: int) -> dict[str, int]:
+    """The synthetic world's size settings for `users` (`--set` overrides)."""
+    items = int(np.clip(round(users / 5), DEFAULT_ITEMS, MAX_ITEMS))
+    scale = users / DEFAULT_USERS
+    return {
+        "synthetic.initial_users": users,
+        "synthetic.new_users_per_day": max(1, round(30 * scale)),
+        "synthetic.initial_items": items,
+        "synthetic.new_items_per_day": max(1, round(4 * items / DEFAULT_ITEMS)),
+    }
+
+
+def run_stage(root: Path, stage: str, overrides: dict[str, int]) -> dict[str, float]:
+    """Wall, CPU (the child's rusage) and peak RSS of `metarec <stage>` in its own process."""
+    sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
+    command = [sys.executable, "-c", CHILD, "--root", str(root), *sets, stage]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise SystemExit(f"metarec {stage} failed at {overrides}:\n{result.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    peak_kib = int(result.stdout.strip().splitlines()[-1])
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_kib / 1024}
+
+
+def growth(sizes: list[int], values: list[float]) -> float | None:
+    """The log-log slope of `values` on `sizes` (None with fewer than two sizes)."""
+    if len(sizes) < 2:
+        return None
+    return float(np.polyfit(np.log(sizes), np.log(np.maximum(values, 1e-9)), 1)[0])
+
+
+def markdown(report: dict) -> str:
+    sizes = [r["users"] for r in report["runs"]]
+    lines = [
+        "# Nightly cost by world size",
+        "",
+        f"Command: `{report['command']}` on {report['cpu_count']} cores, load average before the run "
+        f"{report['load_average']}, after it {report['load_average_after']}, {report['seconds']:.0f} s. "
+        "Each stage ran as `metarec <stage>` in its own process on a synthetic world of the given "
+        "users (items = users / 5, 300..50,000); growth = the log-log slope over the sizes (1 = linear).",
+        "",
+        "| stage | "
+        + " | ".join(f"{n:,} users wall s / CPU s / peak MiB" for n in sizes)
+        + " | growth wall | growth CPU |",
+        "|---" * (len(sizes) + 3) + "|",
+    ]
+    for stage, g in report["growth"].items():
+        cells = [
+            f"{r['stages'][stage]['wall_s']:.1f} / {r['stages'][stage]['cpu_s']:.1f} / "
+            f"{r['stages'][stage]['peak_rss_mib']:.0f}"
+            for r in report["runs"]
+        ]
+        slopes = [f"{g[m]:.2f}" if g[m] is not None else "—" for m in ("wall_s", "cpu_s")]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " | " + " | ".join(slopes) + " |")
+    lines += ["", "| users | items | events validated |", "|---|---|---|"]
+    for r in report["runs"]:
+        lines.append(f"| {r['users']:,} | {r['items']:,} | {r['events']:,} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, nargs="+", default=[1500, 3000, 6000])
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "scale.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    load, started, runs = load_average(), time.perf_counter(), []
+    for users in sorted(args.users):
+        overrides = world(users)
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            for name in ("params.yaml", "dvc.yaml"):
+                shutil.copy(REPO / name, root / name)
+            (root / "landing").mkdir()
+            stages = {}
+            for stage in args.stages:
+                stages[stage] = run_stage(root, stage, overrides)
+                log.info("%d users: %s %s", users, stage, stages[stage])
+            quality = root / "reports" / "data_quality.json"
+            events = json.loads(quality.read_text()).get("rows_valid", 0) if quality.exists() else 0
+        runs.append(
+            {
+                "users": users,
+                "items": overrides["synthetic.initial_items"],
+                "events": events,
+                "stages": stages,
+            }
+        )
+        report = build_report(runs, args.stages, load, started)  # after every size: a run cut short
+        write_report(args.out, report, markdown(report))  # keeps the sizes it finished
+    log.info("wrote %s\n%s", args.out, markdown(report))
+
+
+def build_report(runs: list[dict], stages: list[str], load: str, started: float) -> dict:
+    sizes = [r["users"] for r in runs]
+    return {
+        "command": "python -m benchmarks.scale " + " ".join(sys.argv[1:]),
+        "cpu_count": os.cpu_count(),
+        "load_average": load,
+        "load_average_after": load_average(),
+        "seconds": time.perf_counter() - started,
+        "platform": platform.platform(),
+        "runs": runs,
+        "growth": {
+            stage: {m: growth(sizes, [r["stages"][stage][m] for r in runs]) for m in ("wall_s", "cpu_s")}
+            for stage in stages
+        },
+    }
+
+
+if __name__ == "__main__":
+    main()

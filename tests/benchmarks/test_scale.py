@@ -1,0 +1,43 @@
+"""Smoke test of the scale benchmark: two tiny worlds, the first stages, a sane report (no times asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+
+@pytest.mark.slow
+def test_scale_benchmark_measures_every_stage_at_every_size(tmp_path):
+    out = tmp_path / "scale.json"
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.scale",
+        "--users",
+        "200",
+        "400",
+        "--stages",
+        "ingest",
+        "validate",
+    ]
+    result = subprocess.run(
+        [*command, "--out", str(out)], cwd=REPO, capture_output=True, text=True, env=dict(os.environ)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [r["users"] for r in report["runs"]] == [200, 400]
+    small, large = report["runs"]
+    assert 0 < small["events"] < large["events"]  # the world grew with its users
+    for run in report["runs"]:
+        assert set(run["stages"]) == {"ingest", "validate"}
+        for cost in run["stages"].values():
+            assert cost["wall_s"] > 0 and cost["cpu_s"] > 0 and cost["peak_rss_mib"] > 10
+    assert set(report["growth"]) == {"ingest", "validate"}
+    assert all(g["wall_s"] is not None for g in report["growth"].values())
+    assert (tmp_path / "scale.md").read_text().startswith("# Nightly cost by world size")
