@@ -69,9 +69,11 @@ def run_stage(root: Path, stage: str, overrides: dict[str, int]) -> dict[str, fl
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        raise SystemExit(f"metarec {stage} failed at {overrides}:\n{result.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if result.returncode != 0:  # a finding of the size, not of the benchmark: recorded, later stages skipped
+        lines = result.stderr.strip().splitlines() or ["(no output)"]
+        log.error("metarec %s failed (exit %d): %s", stage, result.returncode, lines[-1])
+        return {"wall_s": wall, "cpu_s": cpu, "failed": f"exit {result.returncode}: {lines[-1][-300:]}"}
     peak_kib = int(result.stdout.strip().splitlines()[-1])
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_kib / 1024}
 
@@ -81,6 +83,21 @@ def growth(sizes: list[int], values: list[float]) -> float | None:
     if len(sizes) < 2:
         return None
     return float(np.polyfit(np.log(sizes), np.log(np.maximum(values, 1e-9)), 1)[0])
+
+
+def stage_growth(runs: list[dict], stage: str) -> dict[str, float | None]:
+    """Growth exponents of `stage` over the sizes where it completed."""
+    done = [r for r in runs if stage in r["stages"] and "failed" not in r["stages"][stage]]
+    sizes = [r["users"] for r in done]
+    return {m: growth(sizes, [r["stages"][stage][m] for r in done]) for m in ("wall_s", "cpu_s")}
+
+
+def cell(cost: dict | None) -> str:
+    if cost is None:
+        return "not run"
+    if "failed" in cost:
+        return f"**failed** ({cost['failed']})"
+    return f"{cost['wall_s']:.1f} / {cost['cpu_s']:.1f} / {cost['peak_rss_mib']:.0f}"
 
 
 def markdown(report: dict) -> str:
@@ -99,11 +116,7 @@ def markdown(report: dict) -> str:
         "|---" * (len(sizes) + 3) + "|",
     ]
     for stage, g in report["growth"].items():
-        cells = [
-            f"{r['stages'][stage]['wall_s']:.1f} / {r['stages'][stage]['cpu_s']:.1f} / "
-            f"{r['stages'][stage]['peak_rss_mib']:.0f}"
-            for r in report["runs"]
-        ]
+        cells = [cell(r["stages"].get(stage)) for r in report["runs"]]
         slopes = [f"{g[m]:.2f}" if g[m] is not None else "—" for m in ("wall_s", "cpu_s")]
         lines.append(f"| {stage} | " + " | ".join(cells) + " | " + " | ".join(slopes) + " |")
     lines += ["", "| users | items | events validated |", "|---|---|---|"]
@@ -133,6 +146,8 @@ def main() -> None:
             for stage in args.stages:
                 stages[stage] = run_stage(root, stage, overrides)
                 log.info("%d users: %s %s", users, stage, stages[stage])
+                if "failed" in stages[stage]:
+                    break
             quality = root / "reports" / "data_quality.json"
             events = json.loads(quality.read_text()).get("rows_valid", 0) if quality.exists() else 0
         runs.append(
@@ -149,7 +164,6 @@ def main() -> None:
 
 
 def build_report(runs: list[dict], stages: list[str], load: str, started: float) -> dict:
-    sizes = [r["users"] for r in runs]
     return {
         "command": "python -m benchmarks.scale " + " ".join(sys.argv[1:]),
         "cpu_count": os.cpu_count(),
@@ -158,10 +172,7 @@ def build_report(runs: list[dict], stages: list[str], load: str, started: float)
         "seconds": time.perf_counter() - started,
         "platform": platform.platform(),
         "runs": runs,
-        "growth": {
-            stage: {m: growth(sizes, [r["stages"][stage][m] for r in runs]) for m in ("wall_s", "cpu_s")}
-            for stage in stages
-        },
+        "growth": {stage: stage_growth(runs, stage) for stage in stages},
     }
 
 
