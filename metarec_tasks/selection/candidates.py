@@ -18,6 +18,7 @@ Every item-item or MF baseline also chooses the input weight of a support item i
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Callable
@@ -145,19 +146,20 @@ def night_candidates(
         )
         return ranker_scorer(pretrained, algorithm, ctx, steps, chunk, device, prior_scale)
 
-    fitted: dict[tuple, Any] = {}  # each fit once, whatever low-rating weight reads it
+    @functools.cache  # each fit once, whatever low-rating weight reads it
+    def fit_mf(dim: int, reg: float) -> bl.FoldInMF:
+        return bl.FoldInMF(train, dim, reg, seed=params.run.seed)
 
-    def once(key: tuple, build: Callable[[], Any]) -> Any:
-        if key not in fitted:
-            fitted[key] = build()
-        return fitted[key]
+    @functools.cache
+    def fit_ease(lam: float) -> bl.EASE:
+        return bl.EASE(train, lam, sp.ease_max_items)
 
     def mf(dim: int, reg: float, low_weight: float) -> Scorer:
-        model = once(("mf", dim, reg), lambda: bl.FoldInMF(train, dim, reg, seed=params.run.seed))
+        model = fit_mf(dim, reg)
         return lambda support: model.scores(support_rows(support, n_items, low_weight, weighted=True))
 
     def ease(lam: float, low_weight: float) -> Scorer:
-        model = once(("ease", lam), lambda: bl.EASE(train, lam, sp.ease_max_items))
+        model = fit_ease(lam)
         return lambda support: model.scores(support_rows(support, n_items, low_weight))
 
     def item_knn(neighbors: int, low_weight: float) -> Scorer:
