@@ -39,7 +39,9 @@ def sampled_softmax(
     positive, negative = _roles(target, mask)
     logits = scores - log_q
     neg_lse = torch.logsumexp(torch.where(negative, logits, torch.full_like(logits, -1e9)), dim=-1)
-    per_row = torch.logaddexp(logits, neg_lse) - logits  # -log softmax of a positive against negatives
+    # -log softmax of a positive against the negatives, log(1 + e^(neg_lse - logit)), as softplus: its
+    # second derivative (MAML differentiates through this) stays finite where logaddexp's overflows
+    per_row = F.softplus(torch.where(positive, neg_lse - logits, torch.zeros_like(logits)))
     weight = torch.where(positive, target, torch.zeros_like(target))
     return (per_row * weight).sum() / weight.sum().clamp_min(1e-6)
 

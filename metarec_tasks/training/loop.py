@@ -127,6 +127,7 @@ def fit(
         for batch in tqdm(batches(epoch), desc, leave=False, unit="batch", disable=bar_off):
             loss = meta_gradients(model, optimizer, algorithm, batch, world, autocast(device, mp.amp))
             check_finite(loss, f"meta epoch {epoch}")
+            check_finite_gradients(optimizer, f"meta epoch {epoch}")
             optimizer.step()
             if average is not None:
                 average.update()
@@ -211,6 +212,14 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
     """Every training phase (warm-ups, meta-epochs) stops on a non-finite loss before a file is written."""
     if not torch.isfinite(loss):
         raise NonFiniteLossError(f"loss became {loss.item()} at {where}; no model was written")
+
+
+def check_finite_gradients(optimizer: torch.optim.Optimizer, where: str) -> None:
+    """...and on a non-finite gradient behind a finite loss (a second-order term that overflowed),
+    before the optimizer writes it into every weight."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+        raise NonFiniteLossError(f"gradient became non-finite at {where}; no model was written")
 
 
 def write_history(path: Path, history: list[dict], metric: str) -> None:

@@ -33,7 +33,15 @@ from metarec_tasks.ranking.data import EvalUsers, RankContext, RankData
 from metarec_tasks.ranking.episodes import UserItems, sample_episodes
 from metarec_tasks.ranking.scoring import rank_users
 from metarec_tasks.training.checkpoint import Checkpoints, fingerprint
-from metarec_tasks.training.loop import FitResult, Randomness, Validation, check_finite, fit, write_history
+from metarec_tasks.training.loop import (
+    FitResult,
+    Randomness,
+    Validation,
+    check_finite,
+    check_finite_gradients,
+    fit,
+    write_history,
+)
 from metarec_tasks.training.runtime import autocast, pick_device, seed_everything, to_device
 
 log = logging.getLogger(__name__)
@@ -193,6 +201,7 @@ def warm_up(model: RankNet, ctx: RankContext, train: UserItems) -> RankNet:
             check_finite(loss, f"rank warm-up epoch {epoch}")
             optimizer.zero_grad()
             loss.backward()
+            check_finite_gradients(optimizer, f"rank warm-up epoch {epoch}")
             optimizer.step()
             total += loss.item() * len(part)
         log.info(

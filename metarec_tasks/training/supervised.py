@@ -20,7 +20,7 @@ from tqdm import tqdm
 from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.models.rating import RatingNet
 from metarec_tasks.params import MetaParams
-from metarec_tasks.training.loop import check_finite
+from metarec_tasks.training.loop import check_finite, check_finite_gradients
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def supervised_epoch(
         check_finite(loss, where)
         optimizer.zero_grad()
         loss.backward()
+        check_finite_gradients(optimizer, where)
         optimizer.step()
         total += loss.item() * len(idx)
     return total / max(n, 1)

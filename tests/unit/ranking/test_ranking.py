@@ -87,6 +87,21 @@ def test_losses_prefer_positives_above_negatives_and_ignore_padding():
         assert torch.isclose(loss(good, target, mask, log_q), loss(moved, target, mask, log_q))
 
 
+def test_the_softmax_second_derivative_stays_finite_far_from_the_negatives():
+    """MAML differentiates the inner step's gradient: at a logit gap past float32's exp range (a large
+    adapted prior weight did this at 6,000 users) the second derivative must stay finite."""
+    base = torch.tensor([-120.0, 0.0, 0.0, 0.0, 3.0])  # a positive far below its negatives; padding
+    target = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0])
+    mask = torch.tensor([True, True, True, True, False])
+    w = torch.tensor(1.0, requires_grad=True)
+    loss = sampled_softmax(w * base, target, mask, torch.zeros(5))
+    (first,) = torch.autograd.grad(loss, w, create_graph=True)
+    (second,) = torch.autograd.grad(first, w)
+    assert torch.isfinite(loss) and torch.isfinite(first) and torch.isfinite(second)
+    expected = torch.tensor(120.0 + np.log(3.0), dtype=torch.float32)  # -log(e^-120 / (e^-120 + 3))
+    assert torch.isclose(loss, expected, rtol=1e-6)
+
+
 def test_logq_correction_discounts_frequently_sampled_negatives():
     scores = torch.tensor([1.0, 1.0, 1.0])
     target, mask = torch.tensor([1.0, 0.0, 0.0]), torch.ones(3, dtype=torch.bool)

@@ -114,3 +114,22 @@ def test_the_moving_average_is_kept_exactly_where_it_validates_better(tmp_path, 
     kept = float((model.head.weight - start).norm())
     best_row = result.history[result.best_epoch]
     assert kept == pytest.approx(best_row["averaged"] if lower else best_row["val_x"])
+
+
+def test_a_non_finite_gradient_behind_a_finite_loss_stops_the_run_before_a_weight_moves(tmp_path):
+    model = tiny_model()
+    mp = meta_params("maml")
+    algorithm = build_algorithm(mp, model)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    model.head.weight.register_hook(lambda grad: grad * math.nan)  # an overflowed second-order term
+    with pytest.raises(NonFiniteLossError, match="gradient became non-finite at meta epoch 0"):
+        fit(
+            model,
+            algorithm,
+            lambda epoch: [random_batch()],
+            Validation("val_x", True, lambda: 0.5),
+            mp,
+            Checkpoints(tmp_path, "run"),
+            Randomness(torch.Generator()),
+        )
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
