@@ -116,7 +116,7 @@ def fold_selection(fold: int, tasks, folds, protocol, ratings, catalog, vocab, p
 
     started = time.perf_counter()
     torch.manual_seed(args.seed + fold)
-    pretrained = warm_up(RankNet(dims), ctx, train)
+    pretrained = warm_up(RankNet(dims, catalog.items), ctx, train)
     rankers = {}
     for name in args.algorithms:
         torch.manual_seed(args.seed + fold)

@@ -73,7 +73,7 @@ def train_ranker(
     ctx, train, _, counts = rank_context(params, catalog, train_events, val, unavailable, rng)
     dims = RankDims.from_vocab(vocab, rp.dim, ctx.prior, rp.prior_weight)
     torch.manual_seed(seed)
-    model = warm_up(RankNet(dims), ctx, train)
+    model = warm_up(RankNet(dims, catalog.items), ctx, train)
     algorithm = ranking_algorithm(rp, model)
     with tempfile.TemporaryDirectory() as scratch:
         fit = meta_train(

@@ -31,6 +31,7 @@ from metarec_tasks.models.rating import Features
 from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET, ItemPrior
 
 RANK_FORMAT = "metarec-rank-model/1"
+ITEM_ROW = "item_row"  # a task row's item feature: its catalog row
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,15 @@ class RankDims:
 
 
 class ItemTower(nn.Module):
-    def __init__(self, dims: RankDims):
+    def __init__(self, dims: RankDims, catalog: Features | None = None):
+        """`catalog`: the run's encoded item feature rows, kept as buffers (not saved: they are the
+        run's data, not weights): task rows name catalog rows (`ITEM_ROW`) and read the tower's
+        output there, computed once per call for the catalog instead of once per row — gathered per
+        row, the 384-wide text features were most of a meta-step's time."""
         super().__init__()
+        self.catalog_names = sorted(catalog or {})
+        for name in self.catalog_names:
+            self.register_buffer(_buffer(name), catalog[name], persistent=False)
         d = dims.dim
         self.item_id = nn.Embedding(dims.n_item_ids, d)
         self.item_bias = nn.Embedding(dims.n_item_ids, 1)
@@ -89,6 +97,20 @@ class ItemTower(nn.Module):
             vector = vector + layer(item[f"item_multi.{name}"])
         return vector, self.item_bias(item["item_id"]).squeeze(-1)
 
+    def catalog(self) -> Features:
+        if not self.catalog_names:
+            raise RuntimeError("this item tower was built without the catalog's item features")
+        return {name: getattr(self, _buffer(name)) for name in self.catalog_names}
+
+    def table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """([n_items, dim] vectors, [n_items] biases) of every catalog row."""
+        return self.items(self.catalog())
+
+    def at_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vectors, biases) of catalog rows `rows` (any shape)."""
+        vectors, bias = self.table()
+        return vectors[rows], bias[rows]
+
     def users(self, user: Features) -> torch.Tensor:
         cat = user["user_cat"]
         out = torch.zeros(
@@ -110,10 +132,11 @@ class UserHead(nn.Module):
 
 
 class RankNet(nn.Module):
-    def __init__(self, dims: RankDims):
+    def __init__(self, dims: RankDims, catalog: Features | None = None):
+        """`catalog`: the encoded item rows task rows point into (`ItemTower`)."""
         super().__init__()
         self.dims = dims
-        self.encoder = ItemTower(dims)
+        self.encoder = ItemTower(dims, catalog)
         self.mlp = nn.Linear(dims.dim, dims.dim)
         nn.init.zeros_(self.mlp.weight)
         nn.init.zeros_(self.mlp.bias)
@@ -125,20 +148,21 @@ class RankNet(nn.Module):
     def forward(
         self, user: Features | None, item: Features | None, encoded: Any = None, part: str = "score"
     ) -> Any:
-        """Per-row scores; `part="user"` → user vectors, `part="item"` → (item vectors, item biases),
+        """Per-row scores of task rows (`item[ITEM_ROW]`: their catalog rows); `part="user"` → user
+        vectors, `part="table"` → (item vectors, item biases) of the whole catalog,
         `part="weights"` → (bias scale, prior weight) of a task's support bucket, `part="encode"` →
         the item tower's output for these rows, which `encoded` takes back so the inner loop embeds
         a task's rows once, not once per step (the tower is never adapted)."""
         if part == "user":
             return self.user_vector(user)
-        if part == "item":
-            return self.encoder.items(item)
+        if part == "table":
+            return self.encoder.table()
         if part == "weights":
             return self.prior_weights(item[SUPPORT_BUCKET])
         if part == "encode" or encoded is None:
             encoded = (
                 self.encoder.users(user),
-                *self.encoder.items(item),
+                *self.encoder.at_rows(item[ITEM_ROW]),
                 item.get(PRIOR_KEY),
                 item.get(SUPPORT_BUCKET),
             )
@@ -171,8 +195,15 @@ def save_rank_model(path: Path, model: RankNet, metadata: dict[str, Any], algori
     )
 
 
-def load_rank_model(path: Path, device: torch.device | str = "cpu") -> tuple[RankNet, dict, dict]:
-    """(model, metadata, algorithm state); anything but a RankNet file is refused."""
+def load_rank_model(
+    path: Path, catalog: Features | None = None, device: torch.device | str = "cpu"
+) -> tuple[RankNet, dict, dict]:
+    """(model, metadata, algorithm state) reading `catalog`'s item rows (`ItemTower`); anything but
+    a RankNet file is refused."""
     payload = safe_load(path, device, RANK_FORMAT, "MetaRec ranking model file")
-    model = restore(payload, path, lambda dims: RankNet(RankDims(**dims)), "ranking model file")
+    model = restore(payload, path, lambda dims: RankNet(RankDims(**dims), catalog), "ranking model file")
     return model.to(device), payload["metadata"], payload.get("algorithm_state", {})
+
+
+def _buffer(name: str) -> str:
+    return f"catalog__{name.replace('.', '__')}"

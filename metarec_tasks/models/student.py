@@ -34,29 +34,20 @@ USER_CAT = "user_cat"
 class Student(nn.Module):
     def __init__(self, dims: RankDims, items: Features, users: Features):
         """`items`/`users`: the catalog's encoded feature rows, kept as buffers (not saved: they are
-        the run's data, not weights) so the student scores catalog rows directly."""
+        the run's data, not weights; the items in the tower) so the student scores catalog rows
+        directly."""
         super().__init__()
         self.dims = dims
-        self.tower = ItemTower(dims)
+        self.tower = ItemTower(dims, items)
         self.inputs = nn.Embedding(dims.n_item_ids, dims.dim)
         self.mix = nn.Linear(dims.dim, dims.dim, bias=False)
         self.low_gate = nn.Parameter(torch.zeros(()))  # weight of the low-rated items' mean vector
         nn.init.normal_(self.inputs.weight, std=0.05)
-        self.item_names = sorted(items)
-        for name in self.item_names:
-            self.register_buffer(_buffer("item", name), items[name], persistent=False)
         self.register_buffer("user_cat", users[USER_CAT], persistent=False)
 
     @property
     def n_items(self) -> int:
-        return len(getattr(self, _buffer("item", ITEM_ID)))
-
-    def item_features(self) -> Features:
-        return {name: getattr(self, _buffer("item", name)) for name in self.item_names}
-
-    def item_table(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """([n_items, dim] output vectors, [n_items] biases) of every catalog row."""
-        return self.tower.items(self.item_features())
+        return len(self.tower.catalog()[ITEM_ID])
 
     def user_vectors(
         self, rows: torch.Tensor, weights: torch.Tensor, user_rows: torch.Tensor, table: torch.Tensor
@@ -65,7 +56,7 @@ class Student(nn.Module):
         user rated low) and the users' rows."""
         mask = rows >= 0
         safe = rows.clamp(min=0)
-        ids = getattr(self, _buffer("item", ITEM_ID))[safe]
+        ids = self.tower.catalog()[ITEM_ID][safe]
         vectors = self.inputs(ids) + self.mix(table[safe])
         w = torch.where(mask & (weights > 0), weights, torch.zeros_like(weights))
         pooled = (w[..., None] * vectors).sum(1) / w.sum(1, keepdim=True).clamp(min=1e-6)
@@ -81,7 +72,7 @@ class Student(nn.Module):
         columns: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """[T, n_items] scores of every catalog row, or [T, C] of the catalog rows `columns` [T, C]."""
-        table, bias = self.item_table()
+        table, bias = self.tower.table()
         users = self.user_vectors(rows, weights, user_rows, table)
         if columns is None:
             return users @ table.T + bias
@@ -106,7 +97,3 @@ def load_student(
     payload = safe_load(path, device, STUDENT_FORMAT, "MetaRec student model file")
     model = restore(payload, path, lambda dims: Student(RankDims(**dims), items, users), "student model file")
     return model.to(device), payload["metadata"]
-
-
-def _buffer(side: str, name: str) -> str:
-    return f"{side}__{name.replace('.', '__')}"

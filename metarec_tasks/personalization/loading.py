@@ -17,7 +17,7 @@ from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.functional import VECTORIZED, make_engine
 from metarec_tasks.models.io import load_bundle
 from metarec_tasks.models.ranking import RankNet, load_rank_model
-from metarec_tasks.models.rating import RatingNet
+from metarec_tasks.models.rating import Features, RatingNet
 from metarec_tasks.params import MetaParams, Params
 
 ADAPTATION_KEYS = ("inner_lr", "inner_steps")  # taken from the model file when it records them
@@ -52,10 +52,11 @@ def load_adapting_model(
 
 
 def load_adapting_ranker(
-    path: Path, params: Params, device: torch.device, algorithm: str | None = None
+    path: Path, catalog: Features, params: Params, device: torch.device, algorithm: str | None = None
 ) -> tuple[RankNet, MetaAlgorithm]:
-    """A saved ranking network and the algorithm that adapts it (with the `ranking.loss` objective)."""
-    model, metadata, state = load_rank_model(path, device)
+    """A saved ranking network over `catalog`'s item rows and the algorithm that adapts it (with the
+    `ranking.loss` objective)."""
+    model, metadata, state = load_rank_model(path, catalog, device)
     rp = params.ranking
     if model.dims.prior != (rp.prior != "none"):
         raise ConfigError(

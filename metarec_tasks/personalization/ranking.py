@@ -61,8 +61,9 @@ def night_selection(params: Params, ws: Workspace, rd: RankData, device: torch.d
     then (`distill.enabled`) the challenger distilled into the student, which competes too."""
     val, k = rd.validation, params.evaluate.catalog_k
     excluded = exclusion_mask(val.seen, rd.ctx.unavailable).numpy()
-    model, algorithm = load_adapting_ranker(ws.rank_model_file, params, device)
-    pretrained, _ = load_adapting_ranker(ws.rank_pretrained_file, params, device, TRANSFER_ALGORITHM)
+    catalog = rd.ctx.catalog.items
+    model, algorithm = load_adapting_ranker(ws.rank_model_file, catalog, params, device)
+    pretrained, _ = load_adapting_ranker(ws.rank_pretrained_file, catalog, params, device, TRANSFER_ALGORITHM)
     candidates = night_candidates(
         params, rd.ctx, rd.interactions, val, device, {MODEL: (model, algorithm)}, pretrained
     )

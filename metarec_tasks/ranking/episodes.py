@@ -17,6 +17,7 @@ import torch
 from metarec_tasks.logs.contract import ITEM_KEY, RATING_EVENT, USER_KEY
 from metarec_tasks.meta.objectives import LOG_Q
 from metarec_tasks.meta.tasks import Catalog, InteractionSet, TaskBatch
+from metarec_tasks.models.ranking import ITEM_ROW
 from metarec_tasks.models.rating import Features
 from metarec_tasks.params import SupportSizes
 from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET, ItemPrior, support_buckets
@@ -128,7 +129,8 @@ def ranking_set(
     known: list[np.ndarray],
     prior: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> InteractionSet:
-    """[T, max positives + negatives] rows; positives first, then the sampled negatives; `prior`
+    """[T, max positives + negatives] rows (catalog rows, read by the model's item tower, and their
+    sampling log-probability); positives first, then the sampled negatives; `prior`
     ([T, n_items] item-item prior of each task's support, [T] its support-size bucket) becomes two
     per-row item features."""
     tasks, n_neg = negatives.shape
@@ -147,7 +149,7 @@ def ranking_set(
     mask = rows >= 0
     safe = torch.as_tensor(np.where(mask, rows, 0))
     users = torch.as_tensor(user_rows)[:, None].expand_as(safe)
-    row_items = {k: v[safe] for k, v in items.items()}
+    row_items = {ITEM_ROW: safe, LOG_Q: items[LOG_Q][safe]}  # the tower reads its catalog there
     if prior is not None:
         scores, buckets = prior
         row_items[PRIOR_KEY] = torch.gather(scores, 1, safe) * torch.as_tensor(mask)

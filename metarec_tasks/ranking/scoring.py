@@ -15,7 +15,7 @@ from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.models.rating import Features, ParamDict, split_params
 from metarec_tasks.params import RankingParams
-from metarec_tasks.ranking.data import RankContext, exclusion_mask, items_on
+from metarec_tasks.ranking.data import RankContext, exclusion_mask
 from metarec_tasks.ranking.episodes import UserItems
 from metarec_tasks.ranking.prior import SUPPORT_BUCKET
 from metarec_tasks.training.runtime import to_device
@@ -42,9 +42,10 @@ def user_vectors(model, adapted: ParamDict, shared: ParamDict, user: Features) -
     return vmap(one_task)(adapted, user)
 
 
-def item_table(model, shared: ParamDict, items: Features) -> tuple[torch.Tensor, torch.Tensor]:
-    """([n_items, dim] item vectors, [n_items] biases) under the shared (never adapted) item tower."""
-    return functional_call(model, shared, (None, items), {"part": "item"})
+def item_table(model, shared: ParamDict) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n_items, dim] catalog item vectors, [n_items] biases) under the shared (never adapted) item
+    tower."""
+    return functional_call(model, shared, (None, None), {"part": "table"})
 
 
 def score_items(
@@ -52,16 +53,15 @@ def score_items(
     algorithm: MetaAlgorithm,
     batch: TaskBatch,
     steps: int,
-    items: Features,
     prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """[T, n_items] scores of every item in `items` for every task of `batch` (adapted on its support);
+    """[T, n_items] scores of every catalog item for every task of `batch` (adapted on its support);
     `prior` ([T, n_items], `RankContext.prior_scores`) is the item-item prior of a model that has one."""
     adapted, shared = adapted_users(model, algorithm, batch, steps)
     with torch.no_grad():
         user = {k: v[:, 0] for k, v in batch.support.user.items()}
         vectors = user_vectors(model, adapted, shared, user)
-        table, bias = item_table(model, shared, items)
+        table, bias = item_table(model, shared)
         if not model.dims.prior:
             return vectors @ table.T + bias
         bucket = batch.support.item[SUPPORT_BUCKET][:, 0]
@@ -88,12 +88,11 @@ def rank_users(
     unavailable items excluded), adapted in chunks on the model's device; None if `require_finite`
     and a score is not finite."""
     device = next(model.parameters()).device
-    items = items_on(ctx.items, device)
     out = []
     for start in range(0, len(support), chunk):
         part = support.subset(np.arange(start, min(start + chunk, len(support))))
         batch = to_device(ctx.support_batch(part), device)
-        scores = score_items(model, algorithm, batch, steps, items, ctx.prior_scores(part))
+        scores = score_items(model, algorithm, batch, steps, ctx.prior_scores(part))
         if require_finite and not bool(torch.isfinite(scores).all()):
             return None
         part_seen = part.items if seen is None else seen[start : start + len(part)]

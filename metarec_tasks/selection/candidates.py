@@ -33,7 +33,7 @@ from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.models.ranking import RankNet
 from metarec_tasks.params import Params
 from metarec_tasks.ranking import baselines as bl
-from metarec_tasks.ranking.data import EvalUsers, RankContext, items_on
+from metarec_tasks.ranking.data import EvalUsers, RankContext
 from metarec_tasks.ranking.episodes import UserItems
 from metarec_tasks.ranking.scoring import exclusion_mask, score_items
 from metarec_tasks.selection.metrics import mean_recall
@@ -70,7 +70,6 @@ def ranker_scorer(
 ) -> Scorer:
     """A ranker adapted on each support set, scored over the whole catalog, in chunks; `prior_scale`
     multiplies its item-item prior term (a model with a prior)."""
-    items = items_on(ctx.items, device)
 
     def score(support: UserItems) -> np.ndarray:
         out = []
@@ -79,7 +78,7 @@ def ranker_scorer(
             batch = to_device(ctx.support_batch(part), device)
             prior = ctx.prior_scores(part)
             prior = None if prior is None else prior * prior_scale
-            scores = score_items(model, algorithm, batch, steps, items, prior)
+            scores = score_items(model, algorithm, batch, steps, prior)
             out.append(scores.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(ctx.unavailable)), np.float32)
 

@@ -76,7 +76,7 @@ def train_ranker(params: Params, ws: Workspace, rd: RankData) -> Rankers:
     )
     rp = params.ranking
     dims = RankDims.from_vocab(rd.data.vocab, rp.dim, rd.ctx.prior, rp.prior_weight)
-    pretrained = warm_up(RankNet(dims).to(device), rd.ctx, rd.train)
+    pretrained = warm_up(RankNet(dims, rd.ctx.catalog.items).to(device), rd.ctx, rd.train)
     model = copy.deepcopy(pretrained)
     algorithm = ranking_algorithm(params.ranking, model)
     checkpoints = Checkpoints(ws.checkpoints_for("ranking"), run_fingerprint(params, ws))

@@ -76,7 +76,7 @@ def test_the_catalog_scores_are_the_per_row_scores_of_the_prior_model(name):
     rows with the prior as an item feature — both must give every row the same score."""
     rp, train, ctx = prior_world()
     torch.manual_seed(0)
-    model = RankNet(PRIOR_DIMS)
+    model = RankNet(PRIOR_DIMS, ctx.catalog.items)
     algorithm = ranking_algorithm(rp, model, name)
     users, support, query = sample_episodes(train.subset(np.arange(8)), 3, 3, ctx.rng)
     algorithm.meta_loss(model, ctx.batch(users, support, query)).backward()  # the prior is differentiable
@@ -90,7 +90,7 @@ def test_the_catalog_scores_are_the_per_row_scores_of_the_prior_model(name):
 
     with torch.no_grad():
         per_row = vmap(rows)(adapted, batch.support.user, batch.support.item)
-    catalog_scores = score_items(model, algorithm, batch, 2, ctx.items, ctx.prior_scores(users))
+    catalog_scores = score_items(model, algorithm, batch, 2, ctx.prior_scores(users))
     mask = batch.support.mask
     at_rows = torch.gather(catalog_scores, 1, batch.support.item_rows.clamp(min=0))
     assert torch.allclose(per_row[mask], at_rows[mask], atol=1e-5)
@@ -118,7 +118,7 @@ def test_the_prior_scale_multiplies_the_prior_term_alone():
 
     rp, train, ctx = prior_world()
     torch.manual_seed(0)
-    model = RankNet(PRIOR_DIMS)
+    model = RankNet(PRIOR_DIMS, ctx.catalog.items)
     algorithm = ranking_algorithm(rp, model, "metasgd")
     users = train.subset(np.arange(40, 46))
     cpu = torch.device("cpu")

@@ -117,7 +117,7 @@ def test_every_algorithm_meta_learns_the_ranking_objective_vectorized(name):
     train = user_items(events, catalog, rp.event_weights)
     ctx = context(catalog, train, rp)
     torch.manual_seed(0)
-    model = RankNet(DIMS)
+    model = RankNet(DIMS, catalog.items)
     algorithm = ranking_algorithm(rp, model, name)
     users, support, query = sample_episodes(train.subset(np.arange(8)), 3, 3, ctx.rng)
     batch = ctx.batch(users, support, query)
@@ -144,7 +144,7 @@ def test_vectorized_ranking_engine_matches_the_naive_loop(loss):
     grads = []
     for reference in (False, True):
         torch.manual_seed(0)
-        model = RankNet(DIMS).double()
+        model = RankNet(DIMS, catalog.items).double()
         batch.support.item[LOG_Q] = batch.support.item[LOG_Q].double()
         batch.query.item[LOG_Q] = batch.query.item[LOG_Q].double()
         algorithm = build_algorithm(
@@ -174,7 +174,7 @@ def test_meta_trained_ranker_beats_popularity_on_a_two_taste_world(tmp_path):
     relevant = [set(catalog.item_rows(rest[rest["user_id"] == u]["item_id"]).tolist()) - {0} for u in users]
     test = EvalUsers(support, relevant)
     torch.manual_seed(0)
-    model = warm_up(RankNet(DIMS), ctx, train)
+    model = warm_up(RankNet(DIMS, catalog.items), ctx, train)
     algorithm = ranking_algorithm(rp, model)
     checkpoints = Checkpoints(tmp_path / "checkpoints", "two-taste")
     meta_train(model, algorithm, ctx, train, test, 5, checkpoints, torch.Generator().manual_seed(0))
@@ -189,7 +189,7 @@ def test_meta_trained_ranker_beats_popularity_on_a_two_taste_world(tmp_path):
     assert recall > pop_recall + 0.2
 
     save_rank_model(tmp_path / "rank.pt", model, {"algorithm": "maml"}, algorithm.state_dict())
-    loaded, meta, _ = load_rank_model(tmp_path / "rank.pt")
+    loaded, meta, _ = load_rank_model(tmp_path / "rank.pt", catalog.items)
     assert meta == {"algorithm": "maml"}
     again = rank_users(loaded, algorithm, rp.meta.inner_steps, ctx, support, 5, 4)
     np.testing.assert_array_equal(
