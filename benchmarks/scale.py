@@ -10,6 +10,9 @@ log(cost) on log(users) over the sizes run (1 = linear in users).
     python -m benchmarks.scale                                  # the sizes of the report
     python -m benchmarks.scale --users 10000 100000 1000000     # the issue's sizes (hours on 2 cores)
     python -m benchmarks.scale --users 300 600 --stages ingest validate   # a smoke test
+    python -m benchmarks.scale --users 50000 --set ranking.meta.epochs=2   # lighter settings, reported
+
+The Markdown report has a log-log chart of every stage's CPU seconds by users (`scale.png` beside it).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def world(users: int) -> dict[str, int]:
     }
 
 
-def run_stage(root: Path, stage: str, overrides: dict[str, int]) -> dict[str, float]:
+def run_stage(root: Path, stage: str, overrides: dict[str, object]) -> dict[str, float]:
     """Wall, CPU (the child's rusage) and peak RSS of `metarec <stage>` in its own process."""
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
     command = [sys.executable, "-c", CHILD, "--root", str(root), *sets, stage]
@@ -110,6 +113,10 @@ def markdown(report: dict) -> str:
         "Each stage ran as `metarec <stage>` in its own process on a synthetic world of the given "
         "users (items = users / 5, 300..50,000); growth = the log-log slope over the sizes (1 = linear).",
         "",
+        "Settings: "
+        + (", ".join(f"`{k}={v}`" for k, v in report["settings"].items()) or "the committed params.yaml")
+        + ".",
+        "",
         "| stage | "
         + " | ".join(f"{n:,} users wall s / CPU s / peak MiB" for n in sizes)
         + " | growth wall | growth CPU |",
@@ -122,7 +129,33 @@ def markdown(report: dict) -> str:
     lines += ["", "| users | items | events validated |", "|---|---|---|"]
     for r in report["runs"]:
         lines.append(f"| {r['users']:,} | {r['items']:,} | {r['events']:,} |")
+    lines += ["", "![CPU seconds per stage by users, log-log](scale.png)"]
     return "\n".join(lines) + "\n"
+
+
+def chart(report: dict, path: Path) -> None:
+    """Log-log CPU seconds of every stage by users (one line per stage, the sizes it completed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for stage in report["growth"]:
+        done = [r for r in report["runs"] if "cpu_s" in r["stages"].get(stage, {})]
+        done = [r for r in done if "failed" not in r["stages"][stage]]
+        if done:
+            users = [r["users"] for r in done]
+            ax.plot(users, [r["stages"][stage]["cpu_s"] for r in done], marker="o", label=stage)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("users")
+    ax.set_ylabel("CPU seconds")
+    ax.set_title("Nightly cost by world size (python -m benchmarks.scale)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -132,11 +165,20 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[1500, 3000, 6000])
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "scale.json")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a params.yaml change for every size (lighter settings for big worlds; in the report)",
+    )
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     load, started, runs = load_average(), time.perf_counter(), []
     for users in sorted(args.users):
-        overrides = world(users)
+        overrides = {**world(users), **settings}
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             for name in ("params.yaml", "dvc.yaml"):
@@ -158,14 +200,18 @@ def main() -> None:
                 "stages": stages,
             }
         )
-        report = build_report(runs, args.stages, load, started)  # after every size: a run cut short
-        write_report(args.out, report, markdown(report))  # keeps the sizes it finished
+        report = build_report(runs, args.stages, load, started, settings)  # after every size: a run
+        write_report(args.out, report, markdown(report))  # cut short keeps the sizes it finished
+        chart(report, args.out.with_suffix(".png"))
     log.info("wrote %s\n%s", args.out, markdown(report))
 
 
-def build_report(runs: list[dict], stages: list[str], load: str, started: float) -> dict:
+def build_report(
+    runs: list[dict], stages: list[str], load: str, started: float, settings: dict[str, str]
+) -> dict:
     return {
         "command": "python -m benchmarks.scale " + " ".join(sys.argv[1:]),
+        "settings": settings,
         "cpu_count": os.cpu_count(),
         "load_average": load,
         "load_average_after": load_average(),

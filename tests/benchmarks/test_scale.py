@@ -25,6 +25,8 @@ def test_scale_benchmark_measures_every_stage_at_every_size(tmp_path):
         "--stages",
         "ingest",
         "validate",
+        "--set",
+        "validate.max_bad_row_share=0.5",
     ]
     result = subprocess.run(
         [*command, "--out", str(out)], cwd=REPO, capture_output=True, text=True, env=dict(os.environ)
@@ -40,4 +42,7 @@ def test_scale_benchmark_measures_every_stage_at_every_size(tmp_path):
             assert cost["wall_s"] > 0 and cost["cpu_s"] > 0 and cost["peak_rss_mib"] > 10
     assert set(report["growth"]) == {"ingest", "validate"}
     assert all(g["wall_s"] is not None for g in report["growth"].values())
-    assert (tmp_path / "scale.md").read_text().startswith("# Nightly cost by world size")
+    assert report["settings"] == {"validate.max_bad_row_share": "0.5"}
+    text = (tmp_path / "scale.md").read_text()
+    assert text.startswith("# Nightly cost by world size") and "`validate.max_bad_row_share=0.5`" in text
+    assert (tmp_path / "scale.png").read_bytes().startswith(b"\x89PNG")
