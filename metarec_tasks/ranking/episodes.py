@@ -130,7 +130,7 @@ def ranking_set(
     prior: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> InteractionSet:
     """[T, max positives + negatives] rows (catalog rows, read by the model's item tower, and their
-    sampling log-probability); positives first, then the sampled negatives; `prior`
+    sampling log-probability) of T tasks ([T, 1] user features); positives first, then the sampled negatives; `prior`
     ([T, n_items] item-item prior of each task's support, [T] its support-size bucket) becomes two
     per-row item features."""
     tasks, n_neg = negatives.shape
@@ -148,12 +148,14 @@ def ranking_set(
     rows[:, width - n_neg :] = np.where(np.take_along_axis(is_known, negatives, 1), -1, negatives)
     mask = rows >= 0
     safe = torch.as_tensor(np.where(mask, rows, 0))
-    users = torch.as_tensor(user_rows)[:, None].expand_as(safe)
+    users = torch.as_tensor(user_rows)[:, None]  # [T, 1]: a task's user (and bucket) once, not per
+    # row: the model broadcasts them over the task's rows (per row, their embeddings' backward was
+    # a third of a meta-step)
     row_items = {ITEM_ROW: safe, LOG_Q: items[LOG_Q][safe]}  # the tower reads its catalog there
     if prior is not None:
         scores, buckets = prior
         row_items[PRIOR_KEY] = torch.gather(scores, 1, safe) * torch.as_tensor(mask)
-        row_items[SUPPORT_BUCKET] = buckets[:, None].expand_as(safe)
+        row_items[SUPPORT_BUCKET] = buckets[:, None]
     return InteractionSet(
         user={k: v[users] for k, v in catalog.users.items()},
         item=row_items,
