@@ -156,7 +156,7 @@ def interaction_set(
 ) -> InteractionSet:
     mask = item_rows >= 0
     safe_items = torch.as_tensor(np.where(mask, item_rows, 0))
-    users = torch.as_tensor(user_rows)[:, None].expand_as(safe_items)
+    users = torch.as_tensor(user_rows)[:, None]  # [T, 1]: the model broadcasts a task's user over its rows
     return InteractionSet(
         user={k: v[users] for k, v in catalog.users.items()},
         item={k: v[safe_items] for k, v in catalog.items.items()},

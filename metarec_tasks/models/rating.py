@@ -83,7 +83,11 @@ class FeatureEncoder(nn.Module):
         )
 
     def forward(self, user: Features, item: Features) -> torch.Tensor:
-        parts = [emb(user["user_cat"][..., k]) for k, emb in enumerate(self.user_embeddings)]
+        """[..., rows, width] inputs; `user` may hold one row per task ([..., 1, k]): broadcast over
+        the task's rows, its embeddings' backward is one row's, not every row's."""
+        rows = item["item_id"].shape
+        user_cat = user["user_cat"]
+        parts = [emb(user_cat[..., k]).expand(*rows, -1) for k, emb in enumerate(self.user_embeddings)]
         parts += [emb(item["item_cat"][..., k]) for k, emb in enumerate(self.item_embeddings)]
         parts += [layer(item[f"item_multi.{name}"]) for name, layer in self.item_multi.items()]
         if self.item_id is not None:

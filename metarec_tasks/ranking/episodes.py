@@ -130,9 +130,9 @@ def ranking_set(
     prior: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> InteractionSet:
     """[T, max positives + negatives] rows (catalog rows, read by the model's item tower, and their
-    sampling log-probability) of T tasks ([T, 1] user features); positives first, then the sampled negatives; `prior`
-    ([T, n_items] item-item prior of each task's support, [T] its support-size bucket) becomes two
-    per-row item features."""
+    sampling log-probability) of T tasks ([T, 1] user features); positives first, then the sampled
+    negatives; `prior` ([T, n_items] item-item prior of each task's support, [T] its support-size
+    bucket) becomes a per-row item feature and a per-task one."""
     tasks, n_neg = negatives.shape
     task, column = ragged_index(positives)
     width = (int(column.max()) + 1 if len(column) else 0) + n_neg

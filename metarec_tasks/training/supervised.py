@@ -34,7 +34,7 @@ def flatten(batch: TaskBatch) -> Rows:
         m = s.mask
         parts.append(
             {
-                "user": {k: v[m] for k, v in s.user.items()},
+                "user": {k: v.expand(*m.shape, *v.shape[2:])[m] for k, v in s.user.items()},
                 "item": {k: v[m] for k, v in s.item.items()},
                 "target": s.target[m],
             }
