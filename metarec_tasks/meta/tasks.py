@@ -2,7 +2,12 @@
 
 Users have different numbers of interactions, but `vmap` needs equal shapes, so every task's support
 and query sets are padded to the batch maximum and carry a mask; losses only count the real rows.
-Features are gathered once per batch into [tasks, rows, ...] tensors so the inner loop never indexes.
+Features are gathered once per batch so the inner loop never indexes them: item features into
+[tasks, rows, ...] tensors, user features once per task ([tasks, 1, ...]; the models broadcast them
+over the task's rows, whose embedding backward would otherwise run once per row). The ranker's rows
+go one step further and carry only their catalog row (`models/ranking.py`, `ITEM_ROW`): its item
+tower runs once per call over the catalog and is looked up, instead of per row over 384-wide text
+features.
 """
 
 from __future__ import annotations

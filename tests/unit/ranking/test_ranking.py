@@ -130,6 +130,27 @@ def test_every_algorithm_meta_learns_the_ranking_objective_vectorized(name):
     assert not torch.allclose(adapted["head.user"][0], adapted["head.user"][1])  # per-user adaptation
 
 
+def test_task_rows_read_the_item_tower_at_their_catalog_rows_and_broadcast_the_user():
+    """Training rows carry catalog rows and one user row per task; the scores must be those of the
+    tower run on every row's own features with the user repeated per row (the layout before)."""
+    catalog, events = two_taste_world()
+    rp = rank_params(negatives=5)
+    train = user_items(events, catalog, rp.event_weights)
+    ctx = context(catalog, train, rp)
+    users, support, query = sample_episodes(train.subset(np.arange(6)), 4, 3, ctx.rng)
+    rows = ctx.batch(users, support, query).support
+    torch.manual_seed(0)
+    model = RankNet(DIMS, catalog.items)
+    torch.nn.init.normal_(model.mlp.weight)  # a user tower that is not zero
+    assert rows.user["user_cat"].shape[1] == 1  # one user row per task
+    vectors, bias = model.encoder.items({k: v[rows.item["item_row"]] for k, v in catalog.items.items()})
+    users_per_row = {k: v.expand(*rows.mask.shape, -1) for k, v in rows.user.items()}
+    expected = (model.user_vector(users_per_row) * vectors).sum(-1) + bias
+    torch.testing.assert_close(model(rows.user, rows.item), expected)
+    with pytest.raises(RuntimeError, match="without the catalog"):
+        RankNet(DIMS)(rows.user, rows.item)
+
+
 @pytest.mark.parametrize("loss", ["softmax", "bpr"])
 def test_vectorized_ranking_engine_matches_the_naive_loop(loss):
 
