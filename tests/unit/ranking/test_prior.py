@@ -113,6 +113,26 @@ def test_the_prior_reads_low_rated_support_items_at_its_low_weight():
     )
 
 
+def test_a_batch_of_users_reads_its_own_folds_weights_summed_over_its_support():
+    """Each task's prior is the sum of its support items' weight rows (low items at `low_weight`) of
+    the weights its user may read: its fold's for a training user, every training user's otherwise."""
+    catalog, events = two_taste_world()
+    interactions = user_items(events, catalog, {"click": 1.0})
+    matrix = bl.interaction_matrix(interactions.items, interactions.weights, N_ITEMS)
+    prior = dataclasses.replace(prior_of(matrix, lambdas=(10.0,)), low_weight=0.5)
+    users = np.asarray([3, 45, 8, 3])  # training users of two folds, an outsider, a repeat
+    support = [np.asarray([1, 2]), np.asarray([5]), np.zeros(0, np.int64), np.asarray([13, 14, 20])]
+    low = [np.asarray([7]), np.zeros(0, np.int64), np.asarray([4]), np.asarray([14])]
+    got = prior.scores(users, support, low)
+    for t, user in enumerate(users):
+        x = torch.zeros(N_ITEMS)
+        x[torch.as_tensor(low[t])] = 0.5
+        x[torch.as_tensor(support[t])] = 1.0
+        fold = prior.fold_of[user]
+        weights = prior.full if fold < 0 else prior.folds[fold]
+        torch.testing.assert_close(got[t], x @ weights)
+
+
 def test_the_prior_scale_multiplies_the_prior_term_alone():
     from metarec_tasks.selection.candidates import ranker_scorer
 
