@@ -12,7 +12,7 @@ log(cost) on log(users) over the sizes run (1 = linear in users).
     python -m benchmarks.scale --users 300 600 --stages ingest validate   # a smoke test
     python -m benchmarks.scale --users 50000 --set ranking.meta.epochs=2   # lighter settings, reported
 
-The Markdown report has a log-log chart of every stage's CPU seconds by users (`scale.png` beside it).
+The Markdown report has a log-log chart of every stage's CPU seconds by users (a .png beside it).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def cell(cost: dict | None) -> str:
     return f"{cost['wall_s']:.1f} / {cost['cpu_s']:.1f} / {cost['peak_rss_mib']:.0f}"
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict, chart_name: str = "scale.png") -> str:
     sizes = [r["users"] for r in report["runs"]]
     lines = [
         "# Nightly cost by world size",
@@ -129,7 +129,7 @@ def markdown(report: dict) -> str:
     lines += ["", "| users | items | events validated |", "|---|---|---|"]
     for r in report["runs"]:
         lines.append(f"| {r['users']:,} | {r['items']:,} | {r['events']:,} |")
-    lines += ["", "![CPU seconds per stage by users, log-log](scale.png)"]
+    lines += ["", f"![CPU seconds per stage by users, log-log]({chart_name})"]
     return "\n".join(lines) + "\n"
 
 
@@ -200,10 +200,12 @@ def main() -> None:
                 "stages": stages,
             }
         )
-        report = build_report(runs, args.stages, load, started, settings)  # after every size: a run
-        write_report(args.out, report, markdown(report))  # cut short keeps the sizes it finished
-        chart(report, args.out.with_suffix(".png"))
-    log.info("wrote %s\n%s", args.out, markdown(report))
+        # after every size: a run cut short keeps the sizes it finished
+        report = build_report(runs, args.stages, load, started, settings)
+        png = args.out.with_suffix(".png")
+        write_report(args.out, report, markdown(report, png.name))
+        chart(report, png)
+    log.info("wrote %s", args.out)
 
 
 def build_report(

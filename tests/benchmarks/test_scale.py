@@ -14,7 +14,7 @@ from tests.helpers import REPO
 
 @pytest.mark.slow
 def test_scale_benchmark_measures_every_stage_at_every_size(tmp_path):
-    out = tmp_path / "scale.json"
+    out = tmp_path / "sizes.json"
     command = [
         sys.executable,
         "-m",
@@ -43,6 +43,6 @@ def test_scale_benchmark_measures_every_stage_at_every_size(tmp_path):
     assert set(report["growth"]) == {"ingest", "validate"}
     assert all(g["wall_s"] is not None for g in report["growth"].values())
     assert report["settings"] == {"validate.max_bad_row_share": "0.5"}
-    text = (tmp_path / "scale.md").read_text()
+    text = (tmp_path / "sizes.md").read_text()
     assert text.startswith("# Nightly cost by world size") and "`validate.max_bad_row_share=0.5`" in text
-    assert (tmp_path / "scale.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "sizes.png").read_bytes().startswith(b"\x89PNG") and "](sizes.png)" in text
