@@ -195,7 +195,7 @@ def main() -> None:
         runs.append(
             {
                 "users": users,
-                "items": overrides["synthetic.initial_items"],
+                "items": int(overrides["synthetic.initial_items"]),  # a --set value is a string
                 "events": events,
                 "stages": stages,
             }

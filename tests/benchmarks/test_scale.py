@@ -27,6 +27,8 @@ def test_scale_benchmark_measures_every_stage_at_every_size(tmp_path):
         "validate",
         "--set",
         "validate.max_bad_row_share=0.5",
+        "--set",
+        "synthetic.initial_items=300",
     ]
     result = subprocess.run(
         [*command, "--out", str(out)], cwd=REPO, capture_output=True, text=True, env=dict(os.environ)
@@ -42,7 +44,7 @@ def test_scale_benchmark_measures_every_stage_at_every_size(tmp_path):
             assert cost["wall_s"] > 0 and cost["cpu_s"] > 0 and cost["peak_rss_mib"] > 10
     assert set(report["growth"]) == {"ingest", "validate"}
     assert all(g["wall_s"] is not None for g in report["growth"].values())
-    assert report["settings"] == {"validate.max_bad_row_share": "0.5"}
+    assert report["settings"] == {"validate.max_bad_row_share": "0.5", "synthetic.initial_items": "300"}
     text = (tmp_path / "sizes.md").read_text()
     assert text.startswith("# Nightly cost by world size") and "`validate.max_bad_row_share=0.5`" in text
     assert (tmp_path / "sizes.png").read_bytes().startswith(b"\x89PNG") and "](sizes.png)" in text
