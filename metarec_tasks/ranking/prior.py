@@ -110,15 +110,14 @@ def fit_prior(
     """The prior from `train` ([training users, n_items] interactions, catalog user rows `train_rows`),
     λ and the low-rating weight chosen by EASE's Recall@k on the validation users' support rows
     (`val_support(low_weight)`: their `support_matrix`)."""
-    best_lam, best_low, best_recall = lambdas[0], low_weights[0], -np.inf
-    fits = {}
+    best_lam, best_low, best_recall, full = lambdas[0], low_weights[0], -np.inf, None
     for lam in lambdas:
-        ease = fits[lam] = bl.EASE(train, lam, max_items)
+        ease = bl.EASE(train, lam, max_items)  # one dense item-item fit held at a time, plus the best
         for low_weight in low_weights:
             recall = mean_recall(ease.scores(val_support(low_weight)), val_excluded, val_relevant, k)
             if np.isfinite(recall) and recall > best_recall:
-                best_lam, best_low, best_recall = lam, low_weight, recall
-    full = fits[best_lam]
+                best_lam, best_low, best_recall, full = lam, low_weight, recall, ease
+    full = full if full is not None else bl.EASE(train, best_lam, max_items)
     binary = (train[:, full.columns] > 0).astype(np.float32)
     scale = float((binary @ full.weights).std()) or 1.0
     fold = np.random.default_rng(seed).integers(0, folds, len(train_rows))
