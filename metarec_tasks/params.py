@@ -140,6 +140,7 @@ class MetaParams(_Strict):
     weight_average_decay: float = Field(ge=0, lt=1)  # model averaging: EMA decay per step; 0 = off
     amp: bool  # bfloat16 autocast on CUDA; ignored on CPU
     checkpoint_every: int = Field(ge=1)  # epochs between checkpoints (models/checkpoints/<model>)
+    tasks_per_epoch: int = Field(ge=0)  # a fresh random sample of this many training tasks per epoch; 0 = all
 
 
 class RatingMetaParams(MetaParams):

@@ -55,5 +55,6 @@ def meta_params(algorithm: str, adapt: str = "mlp", **extra) -> MetaParams:
         support_subsample=False,
         amp=False,
         checkpoint_every=1,
+        tasks_per_epoch=0,
     )
     return MetaParams(**{**base, **extra})

@@ -47,7 +47,7 @@ from metarec_tasks.training.runtime import autocast
 
 log = logging.getLogger(__name__)
 
-HISTORY_FIELDS = ("epoch", "phase", "train_loss", "seconds")  # plus the validation metric's column
+HISTORY_FIELDS = ("epoch", "phase", "train_loss", "tasks", "seconds")  # + the validation metric's column
 AVERAGED = "averaged"  # history column: the validation metric of the averaged weights ('' when off)
 
 
@@ -143,6 +143,7 @@ def fit(
                 "epoch": epoch,
                 "phase": "meta",
                 "train_loss": train_loss,
+                "tasks": tasks,
                 validation.metric: "" if value is None else value,
                 AVERAGED: "" if averaged is None else averaged,
                 "seconds": time.perf_counter() - started,
@@ -225,7 +226,7 @@ def check_finite_gradients(optimizer: torch.optim.Optimizer, where: str) -> None
 def write_history(path: Path, history: list[dict], metric: str) -> None:
     """The per-epoch log as CSV (a DVC plot: x = epoch, y = the validation metric)."""
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*HISTORY_FIELDS[:3], metric, AVERAGED, HISTORY_FIELDS[3]])
+        writer = csv.DictWriter(handle, fieldnames=[*HISTORY_FIELDS[:4], metric, AVERAGED, HISTORY_FIELDS[4]])
         writer.writeheader()
         writer.writerows(history)
 

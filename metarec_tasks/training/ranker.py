@@ -107,7 +107,11 @@ def meta_train(
 
     def batches(epoch: int) -> Iterator[TaskBatch]:
         users, support, query = sample_episodes(
-            train, ctx.rp.max_support, ctx.rp.max_query, ctx.rng, ctx.rp.support_sizes
+            epoch_users(train, mp.tasks_per_epoch, ctx.rng),
+            ctx.rp.max_support,
+            ctx.rp.max_query,
+            ctx.rng,
+            ctx.rp.support_sizes,
         )
         for index in _shuffled_batches(len(users), mp.meta_batch_size, ctx.rng):
             batch = ctx.batch(
@@ -122,6 +126,14 @@ def meta_train(
 
     validation = Validation(f"val_recall@{k}", False, recall)
     return fit(model, algorithm, batches, validation, mp, checkpoints, Randomness(generator, ctx.rng))
+
+
+def epoch_users(train: UserItems, tasks: int, rng: np.random.Generator) -> UserItems:
+    """A meta-epoch's users: all of them (`tasks` 0 or not fewer than the users), or a fresh random
+    sample of `tasks` of them, so an epoch's cost stops growing with the user base."""
+    if not tasks or tasks >= len(train):
+        return train
+    return train.subset(np.sort(rng.choice(len(train), tasks, replace=False)))
 
 
 def save_rankers(params: Params, ws: Workspace, rankers: Rankers) -> None:

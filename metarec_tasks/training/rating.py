@@ -94,8 +94,8 @@ def train_rating_model(params: Params, ws: Workspace, data: EpisodeData | None =
         baseline_fit = fit_pretrained(baseline, train, val, mp, baseline_generator)
 
     def batches(epoch: int) -> Iterator[TaskBatch]:
-        order = torch.randperm(len(train), generator=generator)
-        for start in range(0, len(train), mp.meta_batch_size):
+        order = torch.randperm(len(train), generator=generator)[: mp.tasks_per_epoch or None]
+        for start in range(0, len(order), mp.meta_batch_size):
             batch = select(train, order[start : start + mp.meta_batch_size].to(device))
             yield subsample_support(batch, generator) if mp.support_subsample else batch
 

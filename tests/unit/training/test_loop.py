@@ -87,7 +87,7 @@ def test_history_csv_has_the_metric_column(tmp_path):
     _, result = run(tmp_path, [0.9, 0.8, 0.7, 0.6])
     write_history(tmp_path / "log.csv", result.history, "val_x")
     lines = (tmp_path / "log.csv").read_text().splitlines()
-    assert lines[0] == "epoch,phase,train_loss,val_x,averaged,seconds" and len(lines) == 5
+    assert lines[0] == "epoch,phase,train_loss,tasks,val_x,averaged,seconds" and len(lines) == 5
 
 
 @pytest.mark.parametrize("lower", [True, False])

@@ -3,6 +3,7 @@ determinism for a seed, resume after SIGKILL to identical weights, NaN rules, th
 
 from __future__ import annotations
 
+import csv
 import subprocess
 from pathlib import Path
 
@@ -39,7 +40,22 @@ def test_two_ranker_runs_give_identical_weights(episodes_ws, tmp_path):
     assert_same_weights(Workspace(a).rank_model_file, Workspace(b).rank_model_file)
     assert_same_weights(Workspace(a).rank_pretrained_file, Workspace(b).rank_pretrained_file)
     log = Workspace(a).rank_train_log.read_text().splitlines()
-    assert log[0] == "epoch,phase,train_loss,val_recall@20,averaged,seconds" and len(log) == 1 + 3
+    assert log[0] == "epoch,phase,train_loss,tasks,val_recall@20,averaged,seconds" and len(log) == 1 + 3
+
+
+def test_tasks_per_epoch_bounds_every_meta_epoch_of_both_models(episodes_ws, tmp_path):
+    """A fresh sample of `tasks_per_epoch` tasks per meta-epoch (the night's cost stops growing with
+    the user base); 0 means every task, as without the knob."""
+    capped = {**FAST, "meta.tasks_per_epoch": 40, "ranking.meta.tasks_per_epoch": 30}
+    full, few = clone(episodes_ws, tmp_path / "full", FAST), clone(episodes_ws, tmp_path / "few", capped)
+    tasks = {}
+    for ws in (full, few):
+        assert main(["--root", str(ws), "train"]) == 0
+        for name, log in (("rating", Workspace(ws).train_log), ("ranking", Workspace(ws).rank_train_log)):
+            rows = [row for row in csv.DictReader(log.open()) if row["phase"] == "meta"]
+            tasks[ws.name, name] = {int(row["tasks"]) for row in rows}
+    assert tasks["few", "rating"] == {40} and tasks["few", "ranking"] == {30}
+    assert min(tasks["full", "rating"]) > 40 and min(tasks["full", "ranking"]) > 30
 
 
 def test_a_nan_in_the_ranker_writes_no_model_at_all(episodes_ws, tmp_path):
