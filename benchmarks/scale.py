@@ -111,7 +111,8 @@ def markdown(report: dict, chart_name: str = "scale.png") -> str:
         f"Command: `{report['command']}` on {report['cpu_count']} cores, load average before the run "
         f"{report['load_average']}, after it {report['load_average_after']}, {report['seconds']:.0f} s. "
         "Each stage ran as `metarec <stage>` in its own process on a synthetic world of the given "
-        "users (items = users / 5, 300..50,000); growth = the log-log slope over the sizes (1 = linear).",
+        "users (items = users / 5, 300..50,000, unless the settings below fix them; the table after it "
+        "says how many); growth = the log-log slope over the sizes (1 = linear).",
         "",
         "Settings: "
         + (", ".join(f"`{k}={v}`" for k, v in report["settings"].items()) or "the committed params.yaml")
