@@ -210,7 +210,6 @@ class SelectionParams(_Strict):
     blend_weights: list[float] = Field(min_length=1)
     blend_rounds: int = Field(ge=1)
     min_bucket_users: int = Field(ge=1)
-    blend_min_gain_se: float = Field(ge=0)  # the blend's validation gain must exceed this many std. errors
 
 
 class DistillParams(_Strict):
