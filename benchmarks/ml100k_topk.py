@@ -284,6 +284,12 @@ def benchmark_parser(doc: str, out: str) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="one fold, few epochs")
     parser.add_argument("--folds", type=int, default=None, help="run only the first N folds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--validation-share",
+        type=float,
+        default=Protocol.validation_share,
+        help="share of each fold's non-test users kept out of training to make every choice on",
+    )
     parser.add_argument("--set", nargs="*", default=[], help="params overrides, e.g. ranking.dim=64")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / out)
     return parser
@@ -320,7 +326,7 @@ def run_benchmark(
     each, the report rebuilt and written after every fold, so a run cut short keeps its folds."""
     apply_thread_policy(params.run.threads)
     ml, ratings = load(args.data)
-    protocol = Protocol(seed=args.seed)
+    protocol = Protocol(seed=args.seed, validation_share=args.validation_share)
     tasks = assign_roles(eligible_ratings(ratings, protocol), protocol)
     folds = user_folds(sorted(tasks[USER_KEY].unique()), protocol)
     vocab = build_vocabulary(
