@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import time
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from benchmarks import ml100k_topk as topk
 from metarec_tasks.evaluation.metrics import mean_ci95
@@ -32,7 +32,6 @@ from metarec_tasks.ranking.scoring import exclusion_mask
 from metarec_tasks.selection.fusion import bucket_of, greedy_weights, learn_blend, normalise
 from metarec_tasks.selection.metrics import recall_per_user
 
-log = logging.getLogger("benchmarks.fusion_ceiling")
 K = topk.K
 PAIR_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)  # weight of the second candidate; the first at 1
 
@@ -74,16 +73,16 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
 
 def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, args, started: float) -> dict:
     wide = frame.pivot_table(index=["fold", USER_KEY], columns="rule", values="recall")
-    ease = wide["ease"]
+    against_ease = topk.paired_tests(wide, "ease", set())  # ease − each rule
     table = {}
     for rule in wide.columns:
-        diff = wide[rule] - ease
         mean, half = mean_ci95(wide[rule].to_numpy())
+        test = against_ease.get(rule)  # none for ease itself
         table[rule] = {
             "recall": mean,
             "ci95": half,
-            "minus_ease": float(diff.mean()),
-            "wilcoxon_p": float(stats.wilcoxon(wide[rule], ease).pvalue) if (diff != 0).any() else 1.0,
+            "minus_ease": -test["mean_difference"] if test else 0.0,
+            "wilcoxon_p": test["wilcoxon_p"] if test else 1.0,
         }
     pairs = [r for r in table if "+" in r]
     ceiling = max(pairs, key=lambda r: table[r]["recall"]) if pairs else None
@@ -127,14 +126,12 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    import sys
-
     parser = topk.benchmark_parser(__doc__, "fusion_ceiling.json")
     parser.add_argument("--algorithms", nargs="+", default=["fomaml", "ridge"])
     args = parser.parse_args()
     args.argv = sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    params = topk.benchmark_params(args, {"ranking.meta.epochs": 2, "ranking.meta.pretrain_epochs": 1})
+    params = topk.benchmark_params(args, topk.QUICK)
     topk.run_benchmark(params, args, run_fold, build_report, markdown)
 
 

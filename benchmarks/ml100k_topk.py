@@ -72,6 +72,7 @@ log = logging.getLogger("benchmarks.ml100k_topk")
 REPO = Path(__file__).resolve().parents[1]
 K = 20
 FULL = "full"
+QUICK = {"ranking.meta.epochs": 2, "ranking.meta.pretrain_epochs": 1}  # --quick: a smoke test's epochs
 
 
 def load(path: Path):
@@ -304,7 +305,7 @@ def main() -> None:
 
     if args.quick:
         args.algorithms = args.algorithms[:2]
-    params = benchmark_params(args, {"ranking.meta.epochs": 2, "ranking.meta.pretrain_epochs": 1})
+    params = benchmark_params(args, QUICK)
     run_benchmark(params, args, run_fold, build_report, markdown)
 
 
