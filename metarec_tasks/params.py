@@ -209,7 +209,6 @@ class SelectionParams(_Strict):
     blend: bool
     blend_weights: list[float] = Field(min_length=1)
     blend_rounds: int = Field(ge=1)
-    blend_folds: int = Field(ge=2)  # the blend's validation figure is cross-fitted over this many folds
     min_bucket_users: int = Field(ge=1)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from metarec_tasks.evaluation.tables import SUPPORT_BUCKETS
 from metarec_tasks.params import SelectionParams
-from metarec_tasks.selection.metrics import mean_recall, recall_per_user
+from metarec_tasks.selection.metrics import mean_recall
 
 Z_CLIP = 5.0  # z-scores beyond this are compressed (log); -Z_CLIP is the floor, also what excluded items get
 FLOOR = -1e5  # scores at or below this are "not scored" (EASE's unpooled items), like excluded ones
@@ -130,37 +130,3 @@ def learn_blend(
             sub = {name: values[idx] for name, values in z.items()}
             by_bucket[int(bucket)] = greedy_weights(sub, excluded[idx], [relevant[i] for i in idx], k, sp)
     return Blend(overall, by_bucket)
-
-
-def crossfit_recall(
-    z: dict[str, np.ndarray],
-    excluded: np.ndarray,
-    relevant: list[set[int]],
-    support_sizes: np.ndarray,
-    k: int,
-    sp: SelectionParams,
-) -> float:
-    """Mean Recall@k of the blend on validation users it was not learned on: each of
-    `selection.blend_folds` folds scored with weights learned on the others. Why: the weights are
-    searched on the users they are scored on, so the in-sample figure flatters the blend against
-    single candidates (ML-100K: the blend led every fold's validation and trailed its parts on
-    holdout, reports/attempts/attempts.md); the challenger is chosen on this figure."""
-    users = len(relevant)
-    fold = np.arange(users) % sp.blend_folds
-    per_user = np.full(users, np.nan)
-    buckets = bucket_of(support_sizes)
-    for f in range(min(sp.blend_folds, users)):
-        learn, score = np.nonzero(fold != f)[0], np.nonzero(fold == f)[0]
-        if not any(relevant[i] for i in learn):
-            continue
-        blend = learn_blend(
-            {n: v[learn] for n, v in z.items()},
-            excluded[learn],
-            [relevant[i] for i in learn],
-            support_sizes[learn],
-            k,
-            sp,
-        )
-        held_out = blend.combine({n: v[score] for n, v in z.items()}, buckets[score])
-        per_user[score] = recall_per_user(held_out, excluded[score], [relevant[i] for i in score], k)
-    return float(np.nanmean(per_user)) if np.isfinite(per_user).any() else float("nan")

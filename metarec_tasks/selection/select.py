@@ -13,7 +13,8 @@ from metarec_tasks.params import SelectionParams
 from metarec_tasks.ranking.data import EvalUsers
 from metarec_tasks.ranking.episodes import UserItems
 from metarec_tasks.selection.candidates import Candidate
-from metarec_tasks.selection.fusion import Blend, bucket_of, crossfit_recall, learn_blend, normalise
+from metarec_tasks.selection.fusion import Blend, bucket_of, learn_blend, normalise
+from metarec_tasks.selection.metrics import mean_recall
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +76,15 @@ class Selection:
 def select(
     candidates: list[Candidate], val: EvalUsers, excluded: np.ndarray, k: int, sp: SelectionParams
 ) -> Selection:
-    """Score every candidate on the validation users, learn the blend on them, pick the best (the
-    blend by its cross-fitted figure: `fusion.crossfit_recall`)."""
+    """Score every candidate on the validation users, learn the blend on them, pick the best."""
     by_name = {c.name: c for c in candidates}
     validation = {c.name: c.validation for c in candidates}
     blend = None
     if sp.blend and any(val.relevant):
         z = {c.name: normalise(c.val_scores, excluded) for c in candidates}  # scored while tuning
         sizes = np.asarray([len(items) for items in val.support.items])
-        blend = learn_blend(z, excluded, val.relevant, sizes, k, sp)  # what serves: every validation user
-        validation[BLEND] = crossfit_recall(z, excluded, val.relevant, sizes, k, sp)
+        blend = learn_blend(z, excluded, val.relevant, sizes, k, sp)
+        validation[BLEND] = mean_recall(blend.combine(z, bucket_of(sizes)), excluded, val.relevant, k)
     return Selection(by_name, blend, best_of(validation, len(val.support), k), validation)
 
 
