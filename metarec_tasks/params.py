@@ -226,6 +226,7 @@ class DistillParams(_Strict):
     draws: int = Field(ge=1)  # support sets per training user, each scored once by the teacher
     top_n: int = Field(ge=1)  # the teacher's top items per support set...
     sampled: int = Field(ge=0)  # ...plus uniformly sampled items
+    max_users: int = Field(ge=0)  # lessons from at most this many training users a night; 0 = all
 
     @field_validator("temperatures")
     @classmethod

@@ -1,9 +1,10 @@
 """The student candidate: the night's challenger (the teacher) distilled into a small two-tower net.
 
-1. Lessons: every training user's positives give `distill.draws` support sets, drawn like ranking
-   episodes (sizes 1..`ranking.max_support`); the teacher scores the catalog for each once, and the
-   lesson is its top `distill.top_n` items plus `distill.sampled` uniformly drawn ones, with the
-   teacher's per-user z-scores (`fusion.normalise`, the scale the blend already works in).
+1. Lessons: every training user's positives (of a random `distill.max_users` of them, so the cost
+   stops growing with the user base) give `distill.draws` support sets, drawn like ranking episodes
+   (sizes 1..`ranking.max_support`); the teacher scores the catalog for each once, and the lesson is
+   its top `distill.top_n` items plus `distill.sampled` uniformly drawn ones, with the teacher's
+   per-user z-scores (`fusion.normalise`, the scale the blend already works in).
 2. Training goes through the one training loop (`training/loop.py::fit`): its "algorithm" here is
    `Distillation`, whose loss is the listwise KL between softmax(teacher / τ) and softmax(student)
    over a lesson's items, with no inner loop — the student reads a support set in one forward pass.
@@ -70,8 +71,11 @@ def teach(
     params: Params,
     rng: np.random.Generator,
 ) -> Lessons:
-    """`distill.draws` episode-like support sets per training user, each scored once by the teacher."""
+    """`distill.draws` episode-like support sets per training user (of a random `distill.max_users`
+    of them), each scored once by the teacher."""
     dp, chunk = params.distill, params.finetune.chunk_size
+    if dp.max_users and len(train) > dp.max_users:
+        train = train.subset(np.sort(rng.choice(len(train), dp.max_users, replace=False)))
     users, items, weights = [], [], []
     for _ in range(dp.draws):
         # support sizes uniform in 1..max_support, not the ranker's few-shot-heavy rule: the student

@@ -199,3 +199,18 @@ def test_the_student_reads_the_items_a_user_rated_low_as_its_teacher_does():
     with torch.no_grad():
         student.low_gate.fill_(1.0)
     assert not np.allclose(score(liked), score(mixed))  # a learned gate: the low-rated item counts
+
+
+def test_lessons_come_from_at_most_max_users_training_users():
+    """The student's cost is bounded on a large user base: a sample of the training users teaches it."""
+    ctx, _, train, _ = world()
+    cap = len(train) // 3
+    lessons = teach(
+        teacher_scores, train, ctx.unavailable, params(**{"distill.max_users": cap}), np.random.default_rng(0)
+    )
+    assert len(set(lessons.support.users)) == cap and len(lessons.support) == 2 * cap
+    assert set(lessons.support.users) <= set(train.users)
+    everyone = teach(
+        teacher_scores, train, ctx.unavailable, params(**{"distill.max_users": 0}), np.random.default_rng(0)
+    )
+    assert len(set(everyone.support.users)) == len(train)
