@@ -100,10 +100,10 @@ def score_fold(ws: Workspace, params: Params, tasks: pd.DataFrame) -> pd.DataFra
 
     device = pick_device(params.run.device)
     data = load_episode_data(ws)
-    model, algorithm = load_adapting_model(ws.model_file, params, device)
+    model, algorithm = load_adapting_model(ws.model_file, data.catalog.items, params, device)
     transfer_params = with_inner_lr(params, transfer_inner_lr(ws, params, tasks, data, device))
     pretrained, transfer = load_adapting_model(
-        ws.pretrained_model_file, transfer_params, device, TRANSFER_ALGORITHM
+        ws.pretrained_model_file, data.catalog.items, transfer_params, device, TRANSFER_ALGORITHM
     )
     test = tasks[tasks["split"] == TEST]
     holdout = predict_holdout(model, algorithm, test, data.catalog, params, device)
@@ -126,8 +126,9 @@ def transfer_inner_lr(ws: Workspace, params: Params, tasks: pd.DataFrame, data, 
     val = tasks[tasks["split"] == VALIDATION]
     best = (float("inf"), INNER_LR_GRID[0])
     for lr in INNER_LR_GRID:
+        tuned = with_inner_lr(params, lr)
         pretrained, transfer = load_adapting_model(
-            ws.pretrained_model_file, with_inner_lr(params, lr), device, TRANSFER_ALGORITHM
+            ws.pretrained_model_file, data.catalog.items, tuned, device, TRANSFER_ALGORITHM
         )
         rows = predict_holdout(pretrained, transfer, val, data.catalog, params, device)
         best = min(best, (float((rows["pred_model"] - rows["value"]).abs().mean()), lr))

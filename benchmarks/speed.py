@@ -32,7 +32,7 @@ import torch
 
 from metarec_tasks.meta import ALGORITHMS, build_algorithm, supported_adapt
 from metarec_tasks.meta.functional import REFERENCE, VECTORIZED, Engine
-from metarec_tasks.meta.random_tasks import random_task_batch
+from metarec_tasks.meta.random_tasks import random_items, random_task_batch
 from metarec_tasks.meta.tasks import TaskBatch, select
 from metarec_tasks.models.rating import NetDims, RatingNet
 from metarec_tasks.params import MetaParams, load_params
@@ -85,7 +85,7 @@ def finetune_all(algorithm, model: RatingNet, batch: TaskBatch, steps: int, chun
 
 def bench_finetune(mp: MetaParams, dims: NetDims, args, device: torch.device) -> dict:
     torch.manual_seed(0)
-    model = RatingNet(dims).to(device)
+    model = RatingNet(dims, random_items(dims)).to(device)
     batch = random_task_batch(dims, args.users, args.support, args.query, ragged=True).to(device)
     naive_users = min(args.naive_users, args.users)
     naive_batch = select(batch, torch.arange(naive_users, device=device))
@@ -164,7 +164,7 @@ def bench_meta(mp: MetaParams, dims: NetDims, args, device: torch.device) -> dic
 def _meta_rate(mp: MetaParams, dims, device, engine: Engine, batches, repeats: int) -> float:
     def run() -> None:
         torch.manual_seed(0)
-        model = RatingNet(dims).to(device)
+        model = RatingNet(dims, random_items(dims)).to(device)
         algorithm = build_algorithm(mp, model, engine)
         algorithm.start_epoch(mp.first_order_epochs)  # MAML++ at its second-order phase
         meta_steps(algorithm, model, batches)
@@ -224,7 +224,7 @@ def dp_worker(args) -> None:
 
 def _dp_rate(mp: MetaParams, dims: NetDims, args, device: torch.device, world: World) -> dict:
     torch.manual_seed(0)
-    model = RatingNet(dims).to(device)
+    model = RatingNet(dims, random_items(dims)).to(device)
     algorithm = build_algorithm(mp, model)
     algorithm.start_epoch(mp.first_order_epochs)  # MAML++ at its second-order phase
     optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=mp.meta_lr)

@@ -1,12 +1,13 @@
-"""A tiny RatingNet and tiny ragged random tasks, for meta-learning tests (float64 by default)."""
+"""A tiny RatingNet over a random catalog and tiny ragged random tasks on it, for meta-learning tests
+(float64 by default)."""
 
 from __future__ import annotations
 
 import torch
 
-from metarec_tasks.meta.random_tasks import random_task_batch
+from metarec_tasks.meta.random_tasks import random_items, random_task_batch
 from metarec_tasks.meta.tasks import TaskBatch
-from metarec_tasks.models.rating import NetDims, RatingNet
+from metarec_tasks.models.rating import Features, NetDims, RatingNet
 from metarec_tasks.params import MetaParams
 
 DIMS = NetDims(
@@ -21,9 +22,10 @@ DIMS = NetDims(
 )
 
 
-def tiny_model(dtype: torch.dtype = torch.float64, seed: int = 0) -> RatingNet:
+def tiny_model(dtype: torch.dtype = torch.float64, seed: int = 0, items: Features | None = None) -> RatingNet:
+    """Over `items` (encoded catalog rows), by default the random catalog `random_batch`'s rows name."""
     torch.manual_seed(seed)
-    model = RatingNet(DIMS).to(dtype)
+    model = RatingNet(DIMS, random_items(DIMS) if items is None else items).to(dtype)
     with torch.no_grad():  # a non-zero head, so every parameter gets a gradient
         model.head.weight.normal_(0, 0.3)
     return model

@@ -2,12 +2,11 @@
 
 Users have different numbers of interactions, but `vmap` needs equal shapes, so every task's support
 and query sets are padded to the batch maximum and carry a mask; losses only count the real rows.
-Features are gathered once per batch so the inner loop never indexes them: item features into
-[tasks, rows, ...] tensors, user features once per task ([tasks, 1, ...]; the models broadcast them
-over the task's rows, whose embedding backward would otherwise run once per row). The ranker's rows
-go one step further and carry only their catalog row (`models/ranking.py`, `ITEM_ROW`): its item
-tower runs once per call over the catalog and is looked up, instead of per row over 384-wide text
-features.
+A row's item is its catalog row alone ([tasks, rows], `models/catalog.py`, `ITEM_ROW`): both networks
+keep the catalog's encoded item features and read them there, so a batch's memory grows with its rows,
+not with rows × feature width (copied per row, the 384-wide text features were most of a task's bytes).
+User features are gathered once per task ([tasks, 1, ...]; the models broadcast them over the task's
+rows, whose embedding backward would otherwise run once per row).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import torch
 from metarec_tasks.data.episodes import QUERY, SUPPORT
 from metarec_tasks.data.features import Vocabulary, encode_items, encode_users
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.models.catalog import ITEM_ROW
 from metarec_tasks.models.rating import Features
 
 
@@ -78,6 +78,10 @@ class Catalog:
     def item_rows(self, ids) -> np.ndarray:
         return np.asarray([self._item_lookup[str(u)] for u in ids], dtype=np.int64)
 
+    def every_item(self, device: torch.device | str) -> Features:
+        """Row inputs naming every catalog item in catalog order: what `score_catalog` scores."""
+        return {ITEM_ROW: torch.arange(len(self.item_ids), device=device)}
+
 
 def _with_columns(frame: pd.DataFrame, vocab: dict[str, list[str]]) -> pd.DataFrame:
     for name in vocab:
@@ -90,7 +94,7 @@ class InteractionSet:
     """One role (support or query) of a batch of tasks: [tasks, rows, ...] tensors plus a mask."""
 
     user: Features
-    item: Features
+    item: Features  # per-row item inputs: `ITEM_ROW` (catalog rows) and, for the ranker, per-row extras
     target: torch.Tensor
     mask: torch.Tensor
     item_rows: torch.Tensor  # catalog rows, -1 where padded
@@ -159,12 +163,13 @@ def padded_rows(frame: pd.DataFrame, users: list[str], catalog: Catalog) -> tupl
 def interaction_set(
     catalog: Catalog, user_rows: np.ndarray, item_rows: np.ndarray, target: np.ndarray
 ) -> InteractionSet:
+    """The rating network's rows: catalog rows only (padding reads row 0, masked out of every loss)."""
     mask = item_rows >= 0
     safe_items = torch.as_tensor(np.where(mask, item_rows, 0))
     users = torch.as_tensor(user_rows)[:, None]  # [T, 1]: the model broadcasts a task's user over its rows
     return InteractionSet(
         user={k: v[users] for k, v in catalog.users.items()},
-        item={k: v[safe_items] for k, v in catalog.items.items()},
+        item={ITEM_ROW: safe_items},
         target=torch.as_tensor(target),
         mask=torch.as_tensor(mask),
         item_rows=torch.as_tensor(item_rows),

@@ -16,7 +16,7 @@ import torch
 
 from metarec_tasks.errors import ModelFileError
 from metarec_tasks.files import atomic_path
-from metarec_tasks.models.rating import MODEL_FORMAT, NetDims, RatingNet
+from metarec_tasks.models.rating import MODEL_FORMAT, Features, NetDims, RatingNet
 
 
 @dataclass
@@ -48,14 +48,20 @@ def atomic_save(payload: dict[str, Any], path: Path) -> None:
         torch.save(payload, tmp)
 
 
-def load_bundle(path: Path, device: torch.device | str = "cpu") -> ModelBundle:
+def load_bundle(
+    path: Path, catalog: Features | None = None, device: torch.device | str = "cpu"
+) -> ModelBundle:
+    """The network reading `catalog`'s item rows (`RatingNet`; the file holds weights only), its
+    metadata and learned algorithm state; without `catalog`, the weights alone are usable."""
     payload = safe_load(path, device, MODEL_FORMAT, "MetaRec model file")
-    model = restore(payload, path, lambda dims: RatingNet(NetDims(**dims)), "MetaRec model file")
+    model = restore(payload, path, lambda dims: RatingNet(NetDims(**dims), catalog), "MetaRec model file")
     return ModelBundle(model.to(device), payload["metadata"], payload.get("algorithm_state", {}))
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[RatingNet, dict[str, Any]]:
-    bundle = load_bundle(path, device)
+def load_model(
+    path: Path, catalog: Features | None = None, device: torch.device | str = "cpu"
+) -> tuple[RatingNet, dict[str, Any]]:
+    bundle = load_bundle(path, catalog, device)
     return bundle.model, bundle.metadata
 
 

@@ -26,12 +26,12 @@ import torch
 from torch import nn
 
 from metarec_tasks.data.features import Vocabulary
+from metarec_tasks.models.catalog import ITEM_ROW, CatalogRows
 from metarec_tasks.models.io import atomic_save, cpu_state, restore, safe_load
 from metarec_tasks.models.rating import Features
 from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET, ItemPrior
 
 RANK_FORMAT = "metarec-rank-model/1"
-ITEM_ROW = "item_row"  # a task row's item feature: its catalog row
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,11 @@ class RankDims:
 
 class ItemTower(nn.Module):
     def __init__(self, dims: RankDims, catalog: Features | None = None):
-        """`catalog`: the run's encoded item feature rows, kept as buffers (not saved: they are the
-        run's data, not weights): task rows name catalog rows (`ITEM_ROW`) and read the tower's
-        output there, computed once per call for the catalog instead of once per row — gathered per
-        row, the 384-wide text features were most of a meta-step's time."""
+        """`catalog`: the run's encoded item feature rows (`CatalogRows`): task rows name catalog
+        rows (`ITEM_ROW`) and read the tower's output there, computed once per call for the catalog
+        instead of once per row."""
         super().__init__()
-        self.catalog_names = sorted(catalog or {})
-        for name in self.catalog_names:
-            self.register_buffer(_buffer(name), catalog[name], persistent=False)
+        self.rows = CatalogRows(catalog)
         d = dims.dim
         self.item_id = nn.Embedding(dims.n_item_ids, d)
         self.item_bias = nn.Embedding(dims.n_item_ids, 1)
@@ -98,9 +95,7 @@ class ItemTower(nn.Module):
         return vector, self.item_bias(item["item_id"]).squeeze(-1)
 
     def catalog(self) -> Features:
-        if not self.catalog_names:
-            raise RuntimeError("this item tower was built without the catalog's item features")
-        return {name: getattr(self, _buffer(name)) for name in self.catalog_names}
+        return self.rows.features()
 
     def table(self) -> tuple[torch.Tensor, torch.Tensor]:
         """([n_items, dim] vectors, [n_items] biases) of every catalog row."""
@@ -203,7 +198,3 @@ def load_rank_model(
     payload = safe_load(path, device, RANK_FORMAT, "MetaRec ranking model file")
     model = restore(payload, path, lambda dims: RankNet(RankDims(**dims), catalog), "ranking model file")
     return model.to(device), payload["metadata"], payload.get("algorithm_state", {})
-
-
-def _buffer(name: str) -> str:
-    return f"catalog__{name.replace('.', '__')}"

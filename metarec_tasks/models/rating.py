@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarec_tasks.data.features import Vocabulary
+from metarec_tasks.models.catalog import ITEM_ROW, CatalogRows
 from metarec_tasks.params import AdaptGroup, ModelParams
 
 MODEL_FORMAT = "metarec-model/2"  # 2: encoder submodule, learned algorithm state
@@ -63,12 +64,15 @@ class FeatureEncoder(nn.Module):
     """Feature embeddings → one input vector per (user, item) row.
 
     A submodule of its own so the inner loop can run it once per task and reuse the result for every
-    adaptation step when only the MLP/head adapt (`meta.adapt` = mlp or head).
+    adaptation step when only the MLP/head adapt (`meta.adapt` = mlp or head). Task rows carry only
+    their catalog row (`ITEM_ROW`) and the encoder reads the item features it keeps (`CatalogRows`),
+    so no task batch holds a copy of an item's features per row.
     """
 
-    def __init__(self, dims: NetDims):
+    def __init__(self, dims: NetDims, catalog: Features | None = None):
         super().__init__()
         d = dims.embedding_dim
+        self.rows = CatalogRows(catalog)
         self.user_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in dims.user_cat_sizes)
         self.item_embeddings = nn.ModuleList(nn.Embedding(n, d) for n in dims.item_cat_sizes)
         self.item_multi = nn.ModuleDict(
@@ -82,24 +86,43 @@ class FeatureEncoder(nn.Module):
             + int(dims.item_id_embedding)
         )
 
-    def forward(self, user: Features, item: Features) -> torch.Tensor:
-        """[..., rows, width] inputs; `user` may hold one row per task ([..., 1, k]): broadcast over
-        the task's rows, its embeddings' backward is one row's, not every row's."""
-        rows = item["item_id"].shape
-        user_cat = user["user_cat"]
-        parts = [emb(user_cat[..., k]).expand(*rows, -1) for k, emb in enumerate(self.user_embeddings)]
-        parts += [emb(item["item_cat"][..., k]) for k, emb in enumerate(self.item_embeddings)]
+    def items(self, item: Features) -> torch.Tensor:
+        """[..., item part] of encoded item features (`encode_items`' keys): the inputs' item half."""
+        parts = [emb(item["item_cat"][..., k]) for k, emb in enumerate(self.item_embeddings)]
         parts += [layer(item[f"item_multi.{name}"]) for name, layer in self.item_multi.items()]
         if self.item_id is not None:
             parts.append(self.item_id(item["item_id"]))
+        if not parts:  # no item feature, no item-id embedding: the inputs are the user's alone
+            return torch.zeros((*item["item_id"].shape, 0), device=item["item_id"].device)
         return torch.cat(parts, dim=-1)
+
+    def at_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """[..., item part] of catalog rows `rows`: the whole catalog encoded once and read at them
+        when a call asks for as many rows as the catalog holds, else only these rows' features,
+        read from the catalog for this call. Under `vmap` a call is one task's rows, far fewer than
+        the catalog's, and with `meta.adapt` all every task has its own encoder: a catalog table
+        per task would encode every item per task and step."""
+        catalog = self.rows.features()
+        if rows.numel() >= len(catalog["item_id"]):
+            return self.items(catalog)[rows]
+        return self.items({name: values[rows] for name, values in catalog.items()})
+
+    def forward(self, user: Features, item: Features) -> torch.Tensor:
+        """[..., rows, width] inputs of the catalog rows `item[ITEM_ROW]`; `user` may hold one row per
+        task ([..., 1, k]): broadcast over the task's rows, its embeddings' backward is one row's, not
+        every row's."""
+        rows = item[ITEM_ROW]
+        user_cat = user["user_cat"]
+        parts = [emb(user_cat[..., k]).expand(*rows.shape, -1) for k, emb in enumerate(self.user_embeddings)]
+        return torch.cat([*parts, self.at_rows(rows)], dim=-1)
 
 
 class RatingNet(nn.Module):
-    def __init__(self, dims: NetDims):
+    def __init__(self, dims: NetDims, catalog: Features | None = None):
+        """`catalog`: the run's encoded item feature rows task rows point into (`FeatureEncoder`)."""
         super().__init__()
         self.dims = dims
-        self.encoder = FeatureEncoder(dims)
+        self.encoder = FeatureEncoder(dims, catalog)
         n_inputs = self.encoder.width
         layers: list[nn.Module] = []
         for width in dims.hidden:
@@ -124,7 +147,8 @@ class RatingNet(nn.Module):
         encoded: torch.Tensor | None = None,
         part: str = "score",
     ) -> torch.Tensor:
-        """Predicted rating for each (user, item) row; inputs share their leading shape.
+        """Predicted rating for each (user, item) row (`item[ITEM_ROW]`: their catalog rows); inputs
+        share their leading shape.
 
         `part="encode"` returns the encoder's output for these rows; passed back as `encoded` it skips
         the embeddings: the inner loop does so when the encoder is not adapted, so embeddings are

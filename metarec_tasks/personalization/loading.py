@@ -41,10 +41,10 @@ def load_adapting(
 
 
 def load_adapting_model(
-    path: Path, params: Params, device: torch.device, algorithm: str | None = None
+    path: Path, catalog: Features, params: Params, device: torch.device, algorithm: str | None = None
 ) -> tuple[RatingNet, MetaAlgorithm]:
-    """A saved rating network and the algorithm that adapts it."""
-    bundle = load_bundle(path, device)
+    """A saved rating network over `catalog`'s item rows and the algorithm that adapts it."""
+    bundle = load_bundle(path, catalog, device)
     adapting = load_adapting(
         bundle.model, bundle.metadata, bundle.algorithm_state, params.meta, VECTORIZED, algorithm
     )

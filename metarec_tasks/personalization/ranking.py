@@ -33,7 +33,7 @@ from metarec_tasks.paths import Workspace
 from metarec_tasks.personalization.frames import rows_frame
 from metarec_tasks.personalization.loading import load_adapting_ranker
 from metarec_tasks.personalization.shards import Shard
-from metarec_tasks.ranking.data import RankData, items_on, positives
+from metarec_tasks.ranking.data import RankData, positives
 from metarec_tasks.ranking.episodes import user_items
 from metarec_tasks.ranking.scoring import candidate_pool, exclusion_mask, top_k
 from metarec_tasks.selection.candidates import MODEL, night_candidates
@@ -176,7 +176,7 @@ def rating_term(
         adapted, shared = algorithm.adapt(model, batch, params.finetune.inner_steps)
         with torch.no_grad():
             user = {n: v[:, 0] for n, v in batch.support.user.items()}
-            items = items_on(catalog.items, device)
+            items = catalog.every_item(device)
             predicted = score_catalog(model, adapted, shared, user, items).float().cpu() - global_mean
         cols = np.asarray([lookup.get(str(i), -1) for i in rank_item_ids])
         rows = torch.as_tensor([users.index(u) for u in mine])

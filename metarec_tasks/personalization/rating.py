@@ -86,7 +86,7 @@ def recommend(
     mine = shard.span(len(users), params.finetune.chunk_size)
     users = users[mine.start : mine.stop]
     k = min(params.finetune.top_k, len(catalog.item_ids))
-    items = {name: t.to(device) for name, t in catalog.items.items()}
+    items = catalog.every_item(device)
     item_ids = np.asarray(catalog.item_ids)
     frames = []
     for chunk in _chunks(users, params.finetune.chunk_size, "recommend"):

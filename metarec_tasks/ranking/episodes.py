@@ -17,7 +17,7 @@ import torch
 from metarec_tasks.logs.contract import ITEM_KEY, RATING_EVENT, USER_KEY
 from metarec_tasks.meta.objectives import LOG_Q
 from metarec_tasks.meta.tasks import Catalog, InteractionSet, TaskBatch
-from metarec_tasks.models.ranking import ITEM_ROW
+from metarec_tasks.models.catalog import ITEM_ROW
 from metarec_tasks.models.rating import Features
 from metarec_tasks.params import SupportSizes
 from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET, ItemPrior, support_buckets

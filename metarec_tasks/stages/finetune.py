@@ -75,7 +75,7 @@ def load_inputs(params: Params, ws: Workspace) -> Inputs:
     events = pd.read_parquet(ws.validated_events)
     data = load_episode_data(ws, extra_events=events)
     rd = rank_data(params, data, events, pd.read_parquet(ws.validated_table("items")))
-    model, algorithm = load_adapting_model(ws.model_file, params, device)
+    model, algorithm = load_adapting_model(ws.model_file, data.catalog.items, params, device)
     return Inputs(device, events, data, rd, model, algorithm)
 
 
@@ -108,7 +108,9 @@ def run(params: Params, ws: Workspace) -> dict[str, int]:
     night = load_inputs(params, ws)
     device, data, rd = night.device, night.data, night.rd
     model, algorithm = night.model, night.algorithm
-    pretrained, transfer = load_adapting_model(ws.pretrained_model_file, params, device, TRANSFER_ALGORITHM)
+    pretrained, transfer = load_adapting_model(
+        ws.pretrained_model_file, data.catalog.items, params, device, TRANSFER_ALGORITHM
+    )
 
     test = data.split(TEST)
     holdout = predict_holdout(model, algorithm, test, data.catalog, params, device)

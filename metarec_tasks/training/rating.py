@@ -81,14 +81,14 @@ def train_rating_model(params: Params, ws: Workspace, data: EpisodeData | None =
     log.info("training on %d tasks, validating on %d, device %s", len(train), len(val), device)
 
     dims = NetDims.from_vocab(data.vocab, params.model, rating_offset=data.global_mean)
-    model = RatingNet(dims).to(device)
+    model = RatingNet(dims, data.catalog.items).to(device)
     algorithm = build_algorithm(mp, model)
     champion_md5 = (
         warm_start(model, algorithm, ws.root / mp.champion_model, data.vocab.item_ids)
         if mp.warm_start
         else None
     )
-    baseline, baseline_fit = RatingNet(dims).to(device), {}
+    baseline, baseline_fit = RatingNet(dims, data.catalog.items).to(device), {}
     if world.is_main:  # only saved for finetune, never used by meta-training: one rank fits it
         baseline_generator = torch.Generator().manual_seed(params.run.seed + BASELINE_SEED_OFFSET)
         baseline_fit = fit_pretrained(baseline, train, val, mp, baseline_generator)

@@ -269,8 +269,6 @@ def test_rating_term_of_objective_both_is_the_adapted_rating_minus_the_mean():
     from tests.meta_fixtures import tiny_model
 
     params = DEFAULTS
-    model = tiny_model(torch.float32)
-    algorithm = build_algorithm(META, model)
     n = RATING_DIMS.n_item_ids
     catalog = Catalog(
         users={"user_cat": torch.zeros((2, 2), dtype=torch.long)},
@@ -282,6 +280,8 @@ def test_rating_term_of_objective_both_is_the_adapted_rating_minus_the_mean():
         user_ids=["a", "b"],
         item_ids=[f"i{i}" for i in range(n)],
     )
+    model = tiny_model(torch.float32, items=catalog.items)
+    algorithm = build_algorithm(META, model)
     ratings = pd.DataFrame(
         {"user_id": ["a", "a"], "item_id": ["i1", "i2"], "value": [5.0, 4.0], "timestamp": [1, 2]}
     )

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from metarec_tasks.errors import EXIT_TRAINING, ModelFileError
-from metarec_tasks.models.io import load_bundle, save_model
+from metarec_tasks.meta.random_tasks import random_items
+from metarec_tasks.models.io import load_bundle, load_model, save_model
 from metarec_tasks.orchestration.cli import main
 from metarec_tasks.params import load_params, update_params_file
 from metarec_tasks.paths import Workspace
@@ -20,7 +21,7 @@ from tests.helpers import (
     clone_workspace,
     kill_train_at_first_checkpoint,
 )
-from tests.meta_fixtures import tiny_model
+from tests.meta_fixtures import DIMS, random_batch, tiny_model
 
 FAST = {"meta.epochs": 3, "meta.patience": 3}
 
@@ -75,6 +76,23 @@ def test_foreign_model_files_are_refused(tmp_path):
     save_model(ours, model, {"algorithm": "maml"}, {"rate": torch.ones(2)})
     bundle = load_bundle(ours)
     assert torch.equal(bundle.algorithm_state["rate"], torch.ones(2))
+
+
+def test_the_model_file_holds_weights_not_the_catalog_and_loads_over_one(tmp_path):
+    """The catalog's item rows are the run's data: not saved, given again to `load_model`."""
+    model = tiny_model(torch.float32)
+    save_model(tmp_path / "m.pt", model, {"algorithm": "maml"})
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    assert saved.keys() == dict(model.named_parameters()).keys()  # no catalog buffer
+    loaded, metadata = load_model(tmp_path / "m.pt", random_items(DIMS))
+    batch = random_batch(dtype=torch.float32)
+    torch.testing.assert_close(
+        loaded(batch.query.user, batch.query.item), model(batch.query.user, batch.query.item)
+    )
+    assert metadata == {"algorithm": "maml"}
+    weights_only, _ = load_model(tmp_path / "m.pt")
+    with pytest.raises(RuntimeError, match="without the catalog"):
+        weights_only(batch.query.user, batch.query.item)
 
 
 @pytest.mark.slow
@@ -147,7 +165,7 @@ def test_learned_inner_rates_travel_with_the_model_file(name, tiny_params, tmp_p
             rates.uniform_(0.01, 0.2)
     metadata = {"algorithm": name, "adapt": mp.adapt, "inner_lr": mp.inner_lr, "inner_steps": mp.inner_steps}
     save_model(tmp_path / "m.pt", model, metadata, algorithm.state_dict())
-    _, restored = load_adapting_model(tmp_path / "m.pt", tiny_params, torch.device("cpu"))
+    _, restored = load_adapting_model(tmp_path / "m.pt", random_items(DIMS), tiny_params, torch.device("cpu"))
     assert restored.name == name
     for key, value in algorithm.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value)
