@@ -27,6 +27,7 @@ from metarec_tasks.meta import TRANSFER_ALGORITHM
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.functional import score_catalog
 from metarec_tasks.meta.tasks import Catalog, build_task_batch
+from metarec_tasks.meta.tasks import select as select_tasks
 from metarec_tasks.models.ranking import RankDims
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
@@ -163,16 +164,18 @@ def rating_term(
     user's recent ratings, predicts every candidate; the term is the prediction minus the global mean
     (0 for users without ratings and for items the rating network's catalog lacks)."""
     history = latest_support(ratings, params.episodes.max_support)
-    rated = set(history[USER_KEY].astype(str))
+    rated = list(dict.fromkeys(history[USER_KEY].astype(str)))
+    everyone = build_task_batch(history, catalog, rated)  # padded once; a call selects its users
+    position = {user: t for t, user in enumerate(rated)}
     lookup = {item: row for row, item in enumerate(catalog.item_ids)}
     device = next(model.parameters()).device
 
     def scores(users: list[str], rank_item_ids: np.ndarray) -> torch.Tensor:
         out = torch.zeros((len(users), len(rank_item_ids)))
-        mine = [u for u in users if u in rated]
+        mine = [u for u in users if u in position]
         if not mine:
             return out
-        batch = to_device(build_task_batch(history, catalog, mine), device)
+        batch = to_device(select_tasks(everyone, torch.as_tensor([position[u] for u in mine])), device)
         adapted, shared = algorithm.adapt(model, batch, params.finetune.inner_steps)
         with torch.no_grad():
             user = {n: v[:, 0] for n, v in batch.support.user.items()}
