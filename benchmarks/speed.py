@@ -6,8 +6,11 @@ Same model, same tasks, same steps for both engines. Measures
 - meta-training: tasks/s of full meta-steps (meta-loss, backward, Adam step) for every algorithm;
 - data-parallel meta-training: tasks/s of the train stage's own meta-step (`train.meta_gradients`,
   all-reduce, Adam) under torchrun with 1 and 2 processes on CPU (gloo; the machine's cores split
-  evenly between the processes), and with 1..N processes on N GPUs (NCCL) when present.
-CPU always, CUDA too when present. Writes reports/bench_speed.json.
+  evenly between the processes), and with 1..N processes on N GPUs (NCCL) when present;
+- on CUDA, the meta-batch size against throughput, eager and with the meta-gradient replayed from a
+  CUDA graph (`training.graphed`), and the largest parameter difference between the two after the
+  same steps (the equivalence check on the device).
+CPU and CUDA when present (`--devices` picks). Writes reports/bench_speed.json.
 
     python -m benchmarks.speed            # the measured run
     python -m benchmarks.speed --quick    # seconds-long smoke run (CI)
@@ -37,6 +40,7 @@ from metarec_tasks.meta.tasks import TaskBatch, select
 from metarec_tasks.models.rating import NetDims, RatingNet
 from metarec_tasks.params import MetaParams, load_params
 from metarec_tasks.training.distributed import World, init_distributed
+from metarec_tasks.training.graphed import GraphedMetaGradients
 from metarec_tasks.training.loop import meta_gradients
 
 log = logging.getLogger("benchmarks.speed")
@@ -173,13 +177,62 @@ def _meta_rate(mp: MetaParams, dims, device, engine: Engine, batches, repeats: i
     return len(batches) * mp.meta_batch_size / seconds
 
 
+def bench_graphs(mp: MetaParams, dims: NetDims, args, device: torch.device) -> dict:
+    """Tasks/s of meta-steps (meta-gradient + Adam) per meta-batch size, eager vs CUDA graph replay,
+    and the largest weight difference between the two after the same `--meta-batches` steps."""
+    results = {}
+    for size in args.graph_batch_sizes:
+        tasks = random_task_batch(dims, args.meta_batches * size, args.support, args.query).to(device)
+        batches = [
+            select(tasks, torch.arange(i * size, (i + 1) * size, device=device))
+            for i in range(args.meta_batches)
+        ]
+        figures, weights = {}, {}
+        for mode in ("eager", "graph"):
+            model, step = _graph_step(mp, dims, device, batches[0], graphed=mode == "graph")
+            figures[f"{mode}_tasks_per_s"] = (
+                len(batches)
+                * size
+                / timed(lambda step=step, batches=batches: [step(b) for b in batches], device, args.repeats)
+            )
+            model, step = _graph_step(mp, dims, device, batches[0], graphed=mode == "graph")
+            for batch in batches:
+                step(batch)
+            weights[mode] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        figures["speedup"] = figures["graph_tasks_per_s"] / figures["eager_tasks_per_s"]
+        figures["max_abs_weight_difference"] = (weights["graph"] - weights["eager"]).abs().max().item()
+        results[str(size)] = figures
+        log.info("meta-batch %d on %s: %s", size, device, figures)
+    return {"algorithm": mp.algorithm, "steps": args.meta_batches, "meta_batch_sizes": results}
+
+
+def _graph_step(mp: MetaParams, dims: NetDims, device, example: TaskBatch, graphed: bool):
+    """A fresh model (seed 0) and its meta-step function: meta-gradient (graphed or not), then Adam."""
+    torch.manual_seed(0)
+    model = RatingNet(dims, random_items(dims)).to(device)
+    algorithm = build_algorithm(mp, model)
+    algorithm.start_epoch(mp.first_order_epochs)
+    optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=mp.meta_lr)
+    gradients = (
+        GraphedMetaGradients(model, optimizer, algorithm, example)
+        if graphed
+        else (lambda batch: meta_gradients(model, optimizer, algorithm, batch))
+    )
+
+    def step(batch: TaskBatch) -> None:
+        gradients(batch)
+        optimizer.step()
+
+    return model, step
+
+
 def bench_data_parallel(args, networks: list[str]) -> dict[str, dict]:
     """Launch torchrun workers (`--dp-worker`) for each process count; collect rank 0's figures."""
     cores = os.cpu_count() or 1
     # (device, processes, threads each): one process on every core (and on one core), then the cores split
     plans = {("cpu", 1, cores), *(("cpu", n, max(1, cores // n)) for n in args.processes)}
-    plans = sorted(plans if args.quick else {*plans, ("cpu", 1, 1)})
-    if torch.cuda.is_available():
+    plans = sorted(plans if args.quick else {*plans, ("cpu", 1, 1)}) if "cpu" in args.devices else []
+    if torch.cuda.is_available() and "cuda" in args.devices:
         plans += [("cuda", n, 1) for n in sorted({1, torch.cuda.device_count()})]
     results = {}
     for device, nproc, threads in plans:
@@ -274,6 +327,10 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine: stable figures)"
     )
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="data-parallel CPU runs")
+    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--graph-batch-sizes", type=int, nargs="+", default=[32, 256, 1024, 4096], help="CUDA only"
+    )
     parser.add_argument("--dp-worker", action="store_true", help=argparse.SUPPRESS)  # under torchrun
     parser.add_argument("--dp-device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--dp-output", type=Path, help=argparse.SUPPRESS)
@@ -288,13 +345,14 @@ def main() -> None:
     if args.quick:
         args.users, args.naive_users, args.chunk_sizes, args.support = 64, 8, [32], 8
         args.meta_batches, args.naive_meta_batches, args.repeats = 1, 1, 1
+        args.graph_batch_sizes = [8]
 
     params = load_params(REPO / "params.yaml")
     mp = params.meta
     networks = {
         name: build(params) for name, build in NETWORKS.items() if not args.quick or name == "default"
     }
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = [torch.device(d) for d in args.devices if d == "cpu" or torch.cuda.is_available()]
     report = {
         "quick": args.quick,
         "torch": torch.__version__,
@@ -312,6 +370,8 @@ def main() -> None:
                 "finetune": bench_finetune(mp, dims, args, device),
                 "meta_train": bench_meta(mp, dims, args, device),
             }
+        if device.type == "cuda" or args.quick:  # on CPU the "graph" runs eagerly: a smoke test only
+            report["results"][f"{device.type}/graphs"] = bench_graphs(mp, networks["default"], args, device)
     report["data_parallel"] = {
         "algorithm": mp.algorithm,
         "meta_batch_size": mp.meta_batch_size,

@@ -100,9 +100,17 @@ class ClosedFormRidge(MetaAlgorithm):
             y, w = self.targets(support.target[t], support.mask[t])
             root = w.sqrt()[:, None]
             lhs = torch.cat(
-                [root * jac, self.log_lambda.exp().sqrt() * torch.eye(len(theta0), dtype=jac.dtype)]
+                [
+                    root * jac,
+                    self.log_lambda.exp().sqrt() * torch.eye(len(theta0), dtype=jac.dtype, device=jac.device),
+                ]
             )
-            rhs = torch.cat([root[:, 0] * (y - scores(theta0)), torch.zeros(len(theta0), dtype=jac.dtype)])
+            rhs = torch.cat(
+                [
+                    root[:, 0] * (y - scores(theta0)),
+                    torch.zeros(len(theta0), dtype=jac.dtype, device=jac.device),
+                ]
+            )
             return theta0 + torch.linalg.lstsq(lhs, rhs[:, None]).solution[:, 0]
 
     def targets(self, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
