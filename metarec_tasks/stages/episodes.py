@@ -14,6 +14,7 @@ from datetime import UTC, datetime, time, timedelta
 import pandas as pd
 
 from metarec_tasks.data.episodes import TEST, TRAIN, VALIDATION, EpisodeSummary, build_tasks, latest_ratings
+from metarec_tasks.data.events import load_events
 from metarec_tasks.data.features import build_vocabulary
 from metarec_tasks.data.text import item_text_table
 from metarec_tasks.files import write_json, write_parquet
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def run(params: Params, ws: Workspace) -> EpisodeSummary:
     ep = params.episodes
-    events = pd.read_parquet(ws.validated_events)
+    events = load_events(ws)
     users = pd.read_parquet(ws.validated_table("users"))
     items = pd.read_parquet(ws.validated_table("items"))
 

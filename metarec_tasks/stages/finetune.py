@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from metarec_tasks.data.episodes import SUPPORT, TEST, TRAIN, latest_ratings
+from metarec_tasks.data.events import load_events
 from metarec_tasks.data.loader import EpisodeData, load_episode_data
 from metarec_tasks.files import write_json, write_parquet
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
@@ -72,7 +73,7 @@ class Inputs:
 
 def load_inputs(params: Params, ws: Workspace) -> Inputs:
     device = pick_device(params.run.device)
-    events = pd.read_parquet(ws.validated_events)
+    events = load_events(ws)
     data = load_episode_data(ws, extra_events=events)
     rd = rank_data(params, data, events, pd.read_parquet(ws.validated_table("items")))
     model, algorithm = load_adapting_model(ws.model_file, data.catalog.items, params, device)

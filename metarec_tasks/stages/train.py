@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from metarec_tasks.data.events import load_events
 from metarec_tasks.data.loader import load_episode_data
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
@@ -19,7 +20,7 @@ from metarec_tasks.training.rating import RatingModels, save_rating_models, trai
 
 
 def run(params: Params, ws: Workspace) -> RatingModels:
-    events = pd.read_parquet(ws.validated_events)
+    events = load_events(ws)
     data = load_episode_data(ws, extra_events=events)  # once, for both models
     rating = train_rating_model(params, ws, data)
     if not rating.world.is_main:
