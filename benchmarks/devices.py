@@ -115,6 +115,8 @@ def main() -> None:
             "and `metarec episodes` there first"
         )
     devices = [d for d in args.devices if d == "cpu" or torch.cuda.is_available()]
+    if not devices:
+        raise SystemExit("no CUDA device on this machine: run with --devices cpu")
     load = load_average()
     results = {}
     for device in devices:
