@@ -16,7 +16,7 @@ import torch
 
 from metarec_tasks.logs.contract import ITEM_KEY, RATING_EVENT, USER_KEY
 from metarec_tasks.meta.objectives import LOG_Q
-from metarec_tasks.meta.tasks import Catalog, InteractionSet, TaskBatch
+from metarec_tasks.meta.tasks import Catalog, InteractionSet, TaskBatch, per_user
 from metarec_tasks.models.catalog import ITEM_ROW
 from metarec_tasks.models.rating import Features
 from metarec_tasks.params import SupportSizes
@@ -76,22 +76,16 @@ def user_items(
         frame = frame[~pd.MultiIndex.from_frame(frame[[USER_KEY, ITEM_KEY]]).isin(disliked)]
     frame = frame[frame["_w"] > 0]
     best = frame.groupby([USER_KEY, ITEM_KEY], sort=False)["_w"].max().reset_index()
-    groups = {str(u): g for u, g in best.groupby(USER_KEY, sort=False)}
-    order = [str(u) for u in (users if users is not None else groups)]
-    items, ws = [], []
-    for user in order:
-        group = groups.get(user)
-        if group is None:
-            items.append(np.zeros(0, np.int64))
-            ws.append(np.zeros(0, np.float32))
-        else:
-            items.append(catalog.item_rows(group[ITEM_KEY]))
-            ws.append(group["_w"].to_numpy(np.float32))
+    order = [str(u) for u in users] if users is not None else pd.unique(best[USER_KEY].astype(str)).tolist()
+    if not order:
+        return UserItems([], catalog.user_rows([]), [], [], None if disliked_rows is None else [])
+    rows, bounds = per_user(order, best)
+    items = np.split(catalog.item_rows(rows[ITEM_KEY]), bounds)
+    ws = np.split(rows["_w"].to_numpy(np.float32), bounds)
     low_items = None
     if disliked_rows is not None:
-        by_user = {str(u): g[ITEM_KEY] for u, g in disliked_rows.groupby(USER_KEY, sort=False)}
-        none = np.zeros(0, np.int64)
-        low_items = [catalog.item_rows(by_user[u]) if u in by_user else none for u in order]
+        low_rows, low_bounds = per_user(order, disliked_rows)
+        low_items = np.split(catalog.item_rows(low_rows[ITEM_KEY]), low_bounds)
     return UserItems(order, catalog.user_rows(order), items, ws, low_items)
 
 
