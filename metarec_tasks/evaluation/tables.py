@@ -15,7 +15,7 @@ import pandas as pd
 
 from metarec_tasks.evaluation import metrics as m
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
-from metarec_tasks.params import CATALOG_METRIC_STEMS, EvaluateParams
+from metarec_tasks.params import CATALOG_METRIC_STEMS, EvaluateParams, metric_names
 
 MODEL = "model"
 SUPPORT_BUCKETS = (1, 3, 5, 10, 20)
@@ -59,6 +59,11 @@ def per_user_scores(holdout: pd.DataFrame, column: str, ep: EvaluateParams) -> p
         row |= {f"bin_{name}" if name.startswith("ndcg") else name: v for name, v in binary.items()}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def user_mean_absolute_error(holdout: pd.DataFrame, column: str) -> float:
+    """MAE of one predictor, each user's rows averaged first (as `per_user_scores` weighs users)."""
+    return float((holdout["value"] - holdout[column]).abs().groupby(holdout[USER_KEY]).mean().mean())
 
 
 def per_user_catalog(
@@ -126,13 +131,16 @@ def breakdown(
     rows = []
     columns = predictor_columns(holdout)
     ranked = {name: _ranked_lists(topk, name) for name in topk["predictor"].unique()}
+    catalog_metrics = {f"{stem}@{ep.catalog_k}" for stem in CATALOG_METRIC_STEMS}
+    query_ranking_metrics = set(metric_names(ep)) - catalog_metrics - {"mae"}
     for group, part in holdout.groupby(groups.to_numpy(), sort=True):
         row: dict[str, Any] = {"group": group, "users": int(part[USER_KEY].nunique()), "rows": len(part)}
         for name, column in columns.items():
-            scores = per_user_scores(part, column, ep)
-            row[f"{name}.mae"] = float(scores["mae"].mean())
-            if ep.primary_metric in scores:
-                row[f"{name}.{ep.primary_metric}"] = float(scores[ep.primary_metric].mean())
+            row[f"{name}.mae"] = user_mean_absolute_error(part, column)
+            if ep.primary_metric in query_ranking_metrics:  # only then the per-user rankings are needed
+                row[f"{name}.{ep.primary_metric}"] = float(
+                    per_user_scores(part, column, ep)[ep.primary_metric].mean()
+                )
         for name, lists in ranked.items():
             scores = _catalog_scores(lists, part, ep)
             for metric in scores.columns.drop(USER_KEY):
