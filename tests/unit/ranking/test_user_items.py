@@ -64,7 +64,7 @@ def test_user_items_equals_grouping_user_by_user():
             for a, b in zip(mine, theirs, strict=True):
                 assert a.dtype == b.dtype and a.tolist() == b.tolist(), name
         assert sum(len(x) for x in got.low) > 0  # low ratings were in play
-    assert [len(x) for x in got.items][0] == 0  # and a user without events, in the given order
+    assert len(got.items[0]) == 0  # and a user without events, in the given order
 
 
 def test_no_user_gives_no_rows():
