@@ -32,6 +32,36 @@ def interaction_matrix(items: list[np.ndarray], weights: list[np.ndarray], n_ite
     return matrix
 
 
+GRAM_BLOCK_USERS = 16_384  # users per block of XᵀX: memory O(block × items), not O(users × items)
+
+
+def item_counts(matrix: np.ndarray) -> np.ndarray:
+    """[n_items] users with a positive entry per item (float64), a block of users at a time."""
+    counts = np.zeros(matrix.shape[1])
+    for start in range(0, len(matrix), GRAM_BLOCK_USERS):
+        counts += (matrix[start : start + GRAM_BLOCK_USERS] > 0).sum(axis=0)
+    return counts
+
+
+def pooled_columns(counts: np.ndarray, max_items: int) -> np.ndarray:
+    """Every item, or above `max_items` items the `max_items` most popular (EASE's logged rule)."""
+    n_items = len(counts)
+    if n_items <= max_items:
+        return np.arange(n_items)
+    log.warning("EASE: %d items > %d: fitted on the %d most popular", n_items, max_items, max_items)
+    return np.sort(np.argsort(-counts)[:max_items])
+
+
+def binary_gram(matrix: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """(X > 0)ᵀ(X > 0) over `columns`, in float64, summed a block of users at a time. Its entries are
+    co-occurrence counts, exact in float64, so the blocks give the one-product result bit for bit."""
+    gram = np.zeros((len(columns), len(columns)))
+    for start in range(0, len(matrix), GRAM_BLOCK_USERS):
+        block = (matrix[start : start + GRAM_BLOCK_USERS][:, columns] > 0).astype(np.float64)
+        gram += block.T @ block
+    return gram
+
+
 def support_matrix(
     items: list[np.ndarray],
     n_items: int,
@@ -104,17 +134,20 @@ class EASE:
     """Fitted once on the training users' implicit matrix; scores any support rows."""
 
     def __init__(self, train: np.ndarray, lam: float, max_items: int):
-        binary = (train > 0).astype(np.float64)
-        counts = binary.sum(axis=0)
-        n_items = binary.shape[1]
-        self.columns = (
-            np.arange(n_items) if n_items <= max_items else np.sort(np.argsort(-counts)[:max_items])
-        )
-        if len(self.columns) < n_items:
-            log.warning("EASE: %d items > %d: fitted on the %d most popular", n_items, max_items, max_items)
-        sub = binary[:, self.columns]
-        gram = sub.T @ sub + lam * np.eye(len(self.columns))
-        inverse = np.linalg.inv(gram)
+        columns = pooled_columns(item_counts(train), max_items)
+        self._fit(binary_gram(train, columns), columns, lam, train.shape[1])
+
+    @classmethod
+    def from_gram(cls, gram: np.ndarray, columns: np.ndarray, lam: float, n_items: int) -> EASE:
+        """The fit from a `binary_gram` over `columns`: several λ, or several user subsets (a Gram
+        is a sum over users), without rereading the users × items matrix."""
+        ease = cls.__new__(cls)
+        ease._fit(gram, columns, lam, n_items)
+        return ease
+
+    def _fit(self, gram: np.ndarray, columns: np.ndarray, lam: float, n_items: int) -> None:
+        self.columns = columns
+        inverse = np.linalg.inv(gram + lam * np.eye(len(columns)))
         self.weights = (-inverse / np.diag(inverse)).astype(np.float32)
         np.fill_diagonal(self.weights, 0.0)
         self.n_items = n_items

@@ -110,21 +110,27 @@ def fit_prior(
     """The prior from `train` ([training users, n_items] interactions, catalog user rows `train_rows`),
     λ and the low-rating weight chosen by EASE's Recall@k on the validation users' support rows
     (`val_support(low_weight)`: their `support_matrix`)."""
+    n_items = train.shape[1]
+    columns = bl.pooled_columns(bl.item_counts(train), max_items)
+    gram = bl.binary_gram(train, columns)  # read once: each λ and each fold's complement reuse it
     best_lam, best_low, best_recall, full = lambdas[0], low_weights[0], -np.inf, None
     for lam in lambdas:
-        ease = bl.EASE(train, lam, max_items)  # one dense item-item fit held at a time, plus the best
+        ease = bl.EASE.from_gram(gram, columns, lam, n_items)  # one item-item fit held, plus the best
         for low_weight in low_weights:
             recall = mean_recall(ease.scores(val_support(low_weight)), val_excluded, val_relevant, k)
             if np.isfinite(recall) and recall > best_recall:
                 best_lam, best_low, best_recall, full = lam, low_weight, recall, ease
-    full = full if full is not None else bl.EASE(train, best_lam, max_items)
+    full = full if full is not None else bl.EASE.from_gram(gram, columns, best_lam, n_items)
     binary = (train[:, full.columns] > 0).astype(np.float32)
     scale = float((binary @ full.weights).std()) or 1.0
+    del binary
     fold = np.random.default_rng(seed).integers(0, folds, len(train_rows))
     fold_weights = []
-    for f in range(folds):
-        rest = bl.EASE(train[fold != f][:, full.columns], best_lam, max_items)
-        fold_weights.append(torch.as_tensor(rest.weights / scale))
+    for f in range(folds):  # the fit without fold f: its users' co-occurrences taken out of the Gram
+        rest = gram - bl.binary_gram(train[fold == f], columns)
+        fold_weights.append(
+            torch.as_tensor(bl.EASE.from_gram(rest, columns, best_lam, n_items).weights / scale)
+        )
     fold_of = np.full(n_users, -1, np.int64)
     fold_of[train_rows] = fold
     log.info(
