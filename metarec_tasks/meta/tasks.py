@@ -11,6 +11,7 @@ rows, whose embedding backward would otherwise run once per row).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -121,38 +122,33 @@ class TaskBatch:
     def __len__(self) -> int:
         return len(self.user_ids)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> TaskBatch:
-        def move(s: InteractionSet) -> InteractionSet:
-            return InteractionSet(
-                **{f.name: _move(getattr(s, f.name), device, non_blocking) for f in fields(s)}
-            )
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> TaskBatch:
+        """The same batch with `fn` applied to every tensor (user ids kept)."""
 
-        return TaskBatch(
-            self.user_ids,
-            self.user_rows.to(device, non_blocking=non_blocking),
-            move(self.support),
-            move(self.query),
-        )
+        def each(s: InteractionSet) -> InteractionSet:
+            return InteractionSet(**{f.name: _apply(getattr(s, f.name), fn) for f in fields(s)})
+
+        return TaskBatch(list(self.user_ids), fn(self.user_rows), each(self.support), each(self.query))
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the batch, in one fixed order (two batches of one layout pair up)."""
+        out = [self.user_rows]
+        for s in (self.support, self.query):
+            for f in fields(s):
+                value = getattr(s, f.name)
+                out += list(value.values()) if isinstance(value, dict) else [value]
+        return out
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TaskBatch:
+        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> TaskBatch:
         """Page-locked host copies, so `to(cuda, non_blocking=True)` overlaps with compute."""
-
-        def pin(s: InteractionSet) -> InteractionSet:
-            return InteractionSet(**{f.name: _pin(getattr(s, f.name)) for f in fields(s)})
-
-        return TaskBatch(self.user_ids, self.user_rows.pin_memory(), pin(self.support), pin(self.query))
+        return self.map(torch.Tensor.pin_memory)
 
 
-def _pin(value):
-    if isinstance(value, dict):
-        return {k: v.pin_memory() for k, v in value.items()}
-    return value.pin_memory()
-
-
-def _move(value, device, non_blocking):
-    if isinstance(value, dict):
-        return {k: v.to(device, non_blocking=non_blocking) for k, v in value.items()}
-    return value.to(device, non_blocking=non_blocking)
+def _apply(value, fn):
+    return {k: fn(v) for k, v in value.items()} if isinstance(value, dict) else fn(value)
 
 
 def padded_rows(frame: pd.DataFrame, users: list[str], catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:

@@ -14,12 +14,11 @@ test checks against `meta_gradients` — fresh inputs every call, gradients left
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import fields
 
 import torch
 
 from metarec_tasks.meta.base import MetaAlgorithm
-from metarec_tasks.meta.tasks import InteractionSet, TaskBatch
+from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.training.loop import meta_gradients
 
 WARM_UP_CALLS = 3  # eager calls on a side stream before capture, as CUDA graph capture requires
@@ -37,7 +36,7 @@ class GraphedMetaGradients:
         example: TaskBatch,
         precision: AbstractContextManager | None = None,
     ):
-        self.inputs = _clone(example)
+        self.inputs = example.map(torch.clone)
         self._eager = lambda: meta_gradients(model, optimizer, algorithm, self.inputs, precision=precision)
         self.graph: torch.cuda.CUDAGraph | None = None
         if example.user_rows.device.type != "cuda":
@@ -62,22 +61,9 @@ class GraphedMetaGradients:
         return self.loss
 
 
-def _clone(batch: TaskBatch) -> TaskBatch:
-    def clone(s: InteractionSet) -> InteractionSet:
-        return InteractionSet(**{f.name: _map(getattr(s, f.name), torch.clone) for f in fields(s)})
-
-    return TaskBatch(list(batch.user_ids), batch.user_rows.clone(), clone(batch.support), clone(batch.query))
-
-
 def _copy_into(static: TaskBatch, batch: TaskBatch) -> None:
     """Refresh the captured inputs in place; a batch of another shape cannot replay the graph."""
-    pairs = [(static.user_rows, batch.user_rows)]
-    for role in ("support", "query"):
-        mine, theirs = getattr(static, role), getattr(batch, role)
-        for f in fields(mine):
-            dst, src = getattr(mine, f.name), getattr(theirs, f.name)
-            pairs += [(dst[k], src[k]) for k in dst] if isinstance(dst, dict) else [(dst, src)]
-    for dst, src in pairs:
+    for dst, src in zip(static.tensors(), batch.tensors(), strict=True):
         if dst.shape != src.shape:
             raise ValueError(
                 f"a graphed meta-step replays one batch shape: captured {tuple(dst.shape)}, got "
@@ -85,7 +71,3 @@ def _copy_into(static: TaskBatch, batch: TaskBatch) -> None:
             )
         dst.copy_(src, non_blocking=True)
     static.user_ids = list(batch.user_ids)
-
-
-def _map(value, fn):
-    return {k: fn(v) for k, v in value.items()} if isinstance(value, dict) else fn(value)
