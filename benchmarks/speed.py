@@ -42,6 +42,7 @@ from metarec_tasks.params import MetaParams, load_params
 from metarec_tasks.training.distributed import World, init_distributed
 from metarec_tasks.training.graphed import GraphedMetaGradients
 from metarec_tasks.training.loop import meta_gradients
+from metarec_tasks.training.runtime import adam
 
 log = logging.getLogger("benchmarks.speed")
 
@@ -124,7 +125,7 @@ def bench_finetune(mp: MetaParams, dims: NetDims, args, device: torch.device) ->
 
 
 def meta_steps(algorithm, model: RatingNet, batches: list[TaskBatch]) -> None:
-    optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=1e-3)
+    optimizer = adam([*model.parameters(), *algorithm.parameters()], 1e-3)
     for batch in batches:
         loss = algorithm.meta_loss(model, batch)
         optimizer.zero_grad()
@@ -212,7 +213,7 @@ def _graph_step(mp: MetaParams, dims: NetDims, device, example: TaskBatch, graph
     model = RatingNet(dims, random_items(dims)).to(device)
     algorithm = build_algorithm(mp, model)
     algorithm.start_epoch(mp.first_order_epochs)
-    optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=mp.meta_lr)
+    optimizer = adam([*model.parameters(), *algorithm.parameters()], mp.meta_lr)
     gradients = (
         GraphedMetaGradients(model, optimizer, algorithm, example)
         if graphed
@@ -280,7 +281,7 @@ def _dp_rate(mp: MetaParams, dims: NetDims, args, device: torch.device, world: W
     model = RatingNet(dims, random_items(dims)).to(device)
     algorithm = build_algorithm(mp, model)
     algorithm.start_epoch(mp.first_order_epochs)  # MAML++ at its second-order phase
-    optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=mp.meta_lr)
+    optimizer = adam([*model.parameters(), *algorithm.parameters()], mp.meta_lr)
     n_tasks = args.meta_batches * mp.meta_batch_size
     tasks = random_task_batch(dims, n_tasks, args.support, args.query).to(device)
 

@@ -89,16 +89,37 @@ def user_items(
     return UserItems(order, catalog.user_rows(order), items, ws, low_items)
 
 
+GUIDE_WALK = 4  # steps a sample walks right from its guide cell before it is binary-searched
+
+
 class NegativeSampler:
-    """Items drawn with probability ∝ (count + 1)^alpha; `log_q` is what the softmax correction needs."""
+    """Items drawn with probability ∝ (count + 1)^alpha; `log_q` is what the softmax correction needs.
+
+    `draw` gives exactly `rng.choice(n_items, size, p=prob)`'s items from the same uniforms, without
+    its binary search per sample (a tenth of the train stage on the default world): a guide table
+    (`guide[j]`: the first item whose cumulative probability exceeds j / n_items) starts each sample
+    at most a few items left of its answer, and a vectorized walk finishes."""
 
     def __init__(self, counts: np.ndarray, alpha: float):
         weight = (np.asarray(counts, float) + 1.0) ** alpha
         self.prob = weight / weight.sum()
         self.log_q = torch.as_tensor(np.log(self.prob), dtype=torch.float32)
+        self.cdf = self.prob.cumsum()
+        self.cdf /= self.cdf[-1]  # as rng.choice normalises it, so the draws are the same
+        cells = len(self.cdf)
+        self.guide = np.searchsorted(self.cdf, np.arange(cells) / cells, side="right")
 
     def draw(self, tasks: int, n: int, rng: np.random.Generator) -> np.ndarray:
-        return rng.choice(len(self.prob), size=(tasks, n), p=self.prob)
+        uniform = rng.random((tasks, n))
+        item = self.guide[(uniform * len(self.guide)).astype(np.int64)]
+        for _ in range(GUIDE_WALK):
+            behind = self.cdf[item] <= uniform  # searchsorted(side="right")'s answer is further right
+            if not behind.any():
+                return item
+            item += behind
+        far = self.cdf[item] <= uniform  # cells crowded with rare items: binary search the few left
+        item[far] = self.cdf.searchsorted(uniform[far], side="right")
+        return item
 
 
 def item_features(catalog: Catalog, sampler: NegativeSampler) -> Features:

@@ -43,7 +43,7 @@ from metarec_tasks.params import MetaParams
 from metarec_tasks.training.averaging import WeightAverage
 from metarec_tasks.training.checkpoint import Checkpoints, TrainState
 from metarec_tasks.training.distributed import SINGLE, World
-from metarec_tasks.training.runtime import autocast
+from metarec_tasks.training.runtime import adam, autocast
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def fit(
 ) -> FitResult:
     """Meta-train `model` + `algorithm` for `mp.epochs` (resuming a checkpoint of this run if any);
     on return they hold the best epoch's weights. `warm_up` runs only on a fresh start."""
-    optimizer = torch.optim.Adam([*model.parameters(), *algorithm.parameters()], lr=mp.meta_lr)
+    optimizer = adam([*model.parameters(), *algorithm.parameters()], mp.meta_lr)
     state = checkpoints.resume(model, algorithm, optimizer, randomness.generator, randomness.rng)
     if state is None:
         world.barrier()  # every rank has looked for a checkpoint before rank 0 deletes them

@@ -42,7 +42,7 @@ from metarec_tasks.training.loop import (
     fit,
     write_history,
 )
-from metarec_tasks.training.runtime import autocast, pick_device, seed_everything, to_device
+from metarec_tasks.training.runtime import adam, autocast, pick_device, seed_everything, to_device
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def warm_up(model: RankNet, ctx: RankContext, train: UserItems) -> RankNet:
     """Non-meta warm-up: the unadapted model ranks each user's positives above sampled negatives."""
     mp = ctx.rp.meta
     transfer = ranking_algorithm(ctx.rp, model, TRANSFER_ALGORITHM)
-    optimizer = torch.optim.Adam(model.parameters(), lr=mp.meta_lr)
+    optimizer = adam(model.parameters(), mp.meta_lr)
     device = next(model.parameters()).device
     for epoch in tqdm(range(mp.pretrain_epochs), desc="rank warm-up", unit="epoch", disable=None):
         users, support, query = sample_episodes(

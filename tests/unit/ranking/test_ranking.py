@@ -110,6 +110,22 @@ def test_logq_correction_discounts_frequently_sampled_negatives():
     assert popular_negative < uniform
 
 
+@pytest.mark.parametrize(
+    ("counts", "alpha"),
+    [
+        (np.ones(50), 0.0),  # uniform: the default
+        (np.random.default_rng(1).zipf(1.3, 3000) - 1, 1.0),  # a long tail of rare items
+        (np.r_[np.zeros(500), 1e6], 1.0),  # 500 rare items crowd the first guide cells: binary search
+        (np.r_[1e6, np.zeros(500)], 1.0),
+    ],
+)
+def test_negative_draws_are_rng_choice_draws(counts, alpha):
+    sampler = NegativeSampler(counts, alpha)
+    expected = np.random.default_rng(7).choice(len(counts), size=(40, 300), p=sampler.prob)
+    drawn = sampler.draw(40, 300, np.random.default_rng(7))
+    np.testing.assert_array_equal(drawn, expected)
+
+
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_every_algorithm_meta_learns_the_ranking_objective_vectorized(name):
     catalog, events = two_taste_world()
