@@ -22,10 +22,10 @@ import math
 
 import torch
 from torch import nn
-from torch.func import jacfwd, vmap
+from torch.func import vmap
 
 from metarec_tasks.meta.base import InnerLoop, MetaAlgorithm
-from metarec_tasks.meta.functional import Engine, encode, predict
+from metarec_tasks.meta.functional import Engine, encode, head_jacobian, predict
 from metarec_tasks.meta.tasks import InteractionSet, TaskBatch
 from metarec_tasks.models.rating import ParamDict, split_params
 
@@ -59,11 +59,9 @@ class ClosedFormRidge(MetaAlgorithm):
 
         def one_task(user, item, target, mask) -> torch.Tensor:
             encoded = encode(model, shared, user, item)
-
-            def scores(theta: torch.Tensor) -> torch.Tensor:
-                return predict(model, {**shared, **unflatten(theta)}, user, item, encoded)
-
-            s0, jac = scores(theta0), jacfwd(scores)(theta0)  # [rows], [rows, p]
+            s0 = predict(model, {**shared, **fast}, user, item, encoded)  # [rows]
+            per_param = head_jacobian(model, {**shared, **fast}, user, item, encoded)
+            jac = torch.cat([per_param[n].reshape(len(s0), -1) for n in names], 1)  # [rows, p]
             y, w = self.targets(target, mask)
             a = jac.T @ (w[:, None] * jac) + lam * eye
             return theta0 + torch.linalg.solve(a, jac.T @ (w * (y - s0)))

@@ -145,7 +145,8 @@ class RankNet(nn.Module):
     ) -> Any:
         """Per-row scores of task rows (`item[ITEM_ROW]`: their catalog rows); `part="user"` → user
         vectors, `part="table"` → (item vectors, item biases) of the whole catalog,
-        `part="weights"` → (bias scale, prior weight) of a task's support bucket, `part="encode"` →
+        `part="weights"` → (bias scale, prior weight) of a task's support bucket, `part="head_jacobian"`
+        → ∂score/∂(each `head.*` parameter) per row, `part="encode"` →
         the item tower's output for these rows, which `encoded` takes back so the inner loop embeds
         a task's rows once, not once per step (the tower is never adapted)."""
         if part == "user":
@@ -164,6 +165,8 @@ class RankNet(nn.Module):
             if part == "encode":
                 return encoded
         user_features, vectors, bias, prior, bucket = encoded
+        if part == "head_jacobian":  # the score is linear in the head: its rows' gradient
+            return {"head.user": vectors, **({"head.prior": prior} if self.dims.prior else {})}
         user_vector = self.mlp(user_features) + self.head.user
         score = (user_vector * vectors).sum(-1)
         if not self.dims.prior:

@@ -152,13 +152,17 @@ class RatingNet(nn.Module):
 
         `part="encode"` returns the encoder's output for these rows; passed back as `encoded` it skips
         the embeddings: the inner loop does so when the encoder is not adapted, so embeddings are
-        looked up once per task, not once per step.
+        looked up once per task, not once per step. `part="head_jacobian"` returns ∂rating/∂(each
+        `head.*` parameter) per row (the closed-form ridge inner loop's Jacobian).
         """
         if part == "encode":
             return self.encoder(user, item)
         if encoded is None:
             encoded = self.encoder(user, item)
-        return self.head(self.mlp(encoded)).squeeze(-1)
+        hidden = self.mlp(encoded)
+        if part == "head_jacobian":  # the score is linear in the head: its rows' gradient
+            return {"head.weight": hidden.unsqueeze(-2), "head.bias": torch.ones_like(hidden[..., :1])}
+        return self.head(hidden).squeeze(-1)
 
 
 ENCODER_PREFIX = "encoder."

@@ -146,3 +146,38 @@ def test_the_prior_scale_multiplies_the_prior_term_alone():
     without = ranker_scorer(model, algorithm, ctx, 2, 4, cpu, 0.0)(users)
     assert np.allclose(two - without, 2 * (one - without), atol=1e-4)
     assert not np.allclose(one, without)
+
+
+def test_the_closed_form_head_jacobian_is_autodiffs_for_both_networks():
+    """Ridge solves for the head with the models' own ∂score/∂head (`part="head_jacobian"`); it must be
+    what forward-mode autodiff gives, for the ranker with the prior and for the rating network."""
+    from tests.meta_fixtures import random_batch, tiny_model
+
+    _, train, ctx = prior_world()
+    users, support, query = sample_episodes(train.subset(np.arange(8)), 3, 3, ctx.rng)
+    torch.manual_seed(0)
+    assert_head_jacobian(RankNet(PRIOR_DIMS, ctx.catalog.items), ctx.batch(users, support, query).support)
+    assert_head_jacobian(tiny_model(), random_batch().support)
+
+
+def assert_head_jacobian(model, rows) -> None:
+    from metarec_tasks.meta.functional import encode, head_jacobian, predict
+    from metarec_tasks.models.rating import split_params
+
+    with torch.no_grad():  # a head away from its zero start
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    head, shared = split_params(model, "head")
+    for t in range(len(rows.target)):
+        user = {k: v[t] for k, v in rows.user.items()}
+        item = {k: v[t] for k, v in rows.item.items()}
+        encoded = encode(model, shared, user, item)
+
+        def scores(h, user=user, item=item, encoded=encoded):
+            return predict(model, {**shared, **h}, user, item, encoded)
+
+        closed = head_jacobian(model, {**shared, **head}, user, item, encoded)
+        autodiff = torch.func.jacfwd(scores)(head)
+        assert closed.keys() == autodiff.keys() == head.keys()
+        for name in head:
+            torch.testing.assert_close(closed[name].expand_as(autodiff[name]), autodiff[name])
