@@ -68,7 +68,7 @@ def head_jacobian(model, params: ParamDict, user: Features, item: Features, enco
     """∂score/∂p per row for each head parameter p, as [rows, *p.shape]: closed-form, because a
     network's score is linear in its head (what the ridge inner loop solves for). Forward-mode
     autodiff got the same numbers by pushing one tangent per head entry through the score: a
-    [rows, entries, dim] product per task, nine tenths of a ridge meta-step."""
+    [rows, entries, dim] product per task, six sevenths of a ridge meta-step."""
     return functional_call(model, params, (user, item), {"encoded": encoded, "part": "head_jacobian"})
 
 
