@@ -6,8 +6,9 @@ eligible user is a test user exactly once, and validation users carved out of ea
 users. Every algorithm and every non-meta baseline is trained and scored on the same folds with the
 same stage code the nightly pipeline runs (`training.rating.train_rating_model`,
 `personalization.rating.predict_holdout`), through a throwaway workspace per fold and algorithm.
-Hyperparameters (the inner learning rate) are chosen on validation users of the first fold only —
-never on test users.
+Hyperparameters (the inner learning rate) are chosen on validation users of the first fold only, and
+the best meta-learned model (the one the paired tests and the cold-start curve report) by its mean
+validation MAE over the folds — never on test users.
 
 Usage: python -m benchmarks.ml100k [--quick] [--data ../shared/data/ml-100k]
 """
@@ -209,6 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     holdouts: dict[str, list[pd.DataFrame]] = {a: [] for a in algorithms}
     curves: dict[str, list[pd.DataFrame]] = {a: [] for a in algorithms}
     chosen: dict[str, float] = {}
+    validation: dict[str, list[float]] = {a: [] for a in algorithms}  # best validation MAE per fold
     with tempfile.TemporaryDirectory(prefix="ml100k-") as tmp:
         for fold in range(n_folds):
             split = fold_tasks(tasks, folds, fold, protocol)
@@ -234,12 +236,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 )
                 save_rating_models(tuned, ws, train_rating_model(tuned, ws))
+                validation[algorithm].append(load_bundle(ws.model_file).metadata["best_val_mae"])
                 holdouts[algorithm].append(score_fold(ws, tuned, split).assign(fold=fold))
                 curves[algorithm].append(
                     cold_start_curve(ws, tuned, split, params.run.seed).assign(fold=fold)
                 )
                 log.info("fold %d %s done (%.0f s so far)", fold, algorithm, time.perf_counter() - started)
-    return summarize_benchmark(params, holdouts, curves, chosen, n_folds, time.perf_counter() - started)
+    return summarize_benchmark(
+        params, holdouts, curves, chosen, validation, n_folds, time.perf_counter() - started
+    )
 
 
 def summarize_benchmark(
@@ -247,9 +252,12 @@ def summarize_benchmark(
     holdouts: dict[str, list[pd.DataFrame]],
     curves: dict[str, list[pd.DataFrame]],
     chosen: dict[str, float],
+    validation: dict[str, list[float]],
     n_folds: int,
     seconds: float,
 ) -> dict[str, Any]:
+    """The report; the best meta-learned model is the one with the lowest mean validation MAE over
+    the folds (`validation`: each algorithm's best validation MAE per fold) — test users only report."""
     ep = params.evaluate
     per_user: dict[str, pd.DataFrame] = {}
     for algorithm, frames in holdouts.items():
@@ -259,7 +267,8 @@ def summarize_benchmark(
             for name in NON_META:
                 per_user[name] = per_user_scores(holdout, f"pred_{name}", ep)
     rows = {name: summarize(scores) for name, scores in per_user.items()}
-    best_meta = max(holdouts, key=lambda a: rows[a]["bin_ndcg@5"])
+    validation_mae = {a: sum(v) / len(v) for a, v in validation.items()}
+    best_meta = min(holdouts, key=validation_mae.__getitem__)
     tests = {}
     for metric in ("bin_ndcg@5", "mae"):
         lower = metric == "mae"
@@ -288,6 +297,7 @@ def summarize_benchmark(
         },
         "seconds": round(seconds, 1),
         "inner_lr_chosen_on_validation": chosen,
+        "validation_mae": validation_mae,
         "results": rows,
         "best_meta_model": best_meta,
         "paired_tests_vs_best_baseline": tests,
@@ -325,6 +335,11 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         + ".",
         "",
         "## Paired tests over users (best meta-learned model vs best non-meta baseline)",
+        "",
+        "The best meta-learned model is the lowest mean validation MAE over the folds (validation "
+        "users only): "
+        + ", ".join(f"{a} {v:.4f}" for a, v in sorted(result["validation_mae"].items(), key=lambda kv: kv[1]))
+        + ".",
         "",
     ]
     for metric, t in result["paired_tests_vs_best_baseline"].items():
