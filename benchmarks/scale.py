@@ -185,27 +185,22 @@ def main() -> None:
             for name in ("params.yaml", "dvc.yaml"):
                 shutil.copy(REPO / name, root / name)
             (root / "landing").mkdir()
-            stages = {}
+            items = int(overrides["synthetic.initial_items"])  # a --set value is a string
+            run = {"users": users, "items": items, "events": 0, "stages": {}}
+            runs.append(run)
             for stage in args.stages:
-                stages[stage] = run_stage(root, stage, overrides)
-                log.info("%d users: %s %s", users, stage, stages[stage])
-                if "failed" in stages[stage]:
+                run["stages"][stage] = cost = run_stage(root, stage, overrides)
+                log.info("%d users: %s %s", users, stage, cost)
+                quality = root / "reports" / "data_quality.json"
+                if quality.exists():
+                    run["events"] = json.loads(quality.read_text()).get("rows_valid", 0)
+                # after every stage: a run cut short (hours at 1M users) keeps the stages it finished
+                report = build_report(runs, args.stages, load, started, settings)
+                png = args.out.with_suffix(".png")
+                write_report(args.out, report, markdown(report, png.name))
+                chart(report, png)
+                if "failed" in cost:
                     break
-            quality = root / "reports" / "data_quality.json"
-            events = json.loads(quality.read_text()).get("rows_valid", 0) if quality.exists() else 0
-        runs.append(
-            {
-                "users": users,
-                "items": int(overrides["synthetic.initial_items"]),  # a --set value is a string
-                "events": events,
-                "stages": stages,
-            }
-        )
-        # after every size: a run cut short keeps the sizes it finished
-        report = build_report(runs, args.stages, load, started, settings)
-        png = args.out.with_suffix(".png")
-        write_report(args.out, report, markdown(report, png.name))
-        chart(report, png)
     log.info("wrote %s", args.out)
 
 
