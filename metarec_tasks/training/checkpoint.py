@@ -23,6 +23,7 @@ import torch
 
 from metarec_tasks.errors import ModelFileError
 from metarec_tasks.models.io import atomic_save, safe_load
+from metarec_tasks.training.adam import Adam
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Checkpoints:
         state: TrainState,
         model: torch.nn.Module,
         algorithm: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Adam,
         generator: torch.Generator,
         rng: np.random.Generator | None = None,
     ) -> Path:
@@ -107,7 +108,7 @@ class Checkpoints:
         self,
         model: torch.nn.Module,
         algorithm: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Adam,
         generator: torch.Generator,
         rng: np.random.Generator | None = None,
     ) -> TrainState | None:

@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from metarec_tasks.errors import ConfigError
 from metarec_tasks.lock import Lock
+from metarec_tasks.training.adam import Adam
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class World:
         return torch.tensor_split(index, self.size)[self.rank]
 
     def average_gradients(
-        self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, local_tasks: int, total_tasks: int
+        self, optimizer: Adam, loss: torch.Tensor, local_tasks: int, total_tasks: int
     ) -> torch.Tensor:
         """Turn each rank's `.grad` (of its shard's mean loss) into the gradient of the mean loss over all
         `total_tasks`, and return that mean loss; identical on every rank. One all-reduce per step.
@@ -86,7 +87,7 @@ class World:
             dist.all_reduce(values)
         return values
 
-    def broadcast_state(self, *modules: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def broadcast_state(self, *modules: torch.nn.Module, optimizer: Adam) -> None:
         """Start every rank from rank 0's weights and optimizer moments.
 
         Ranks run the same seeded set-up, which on CPU gives bit-identical states; on GPU some kernels

@@ -19,6 +19,7 @@ import torch
 
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.tasks import TaskBatch
+from metarec_tasks.training.adam import Adam
 from metarec_tasks.training.loop import meta_gradients
 
 WARM_UP_CALLS = 3  # eager calls on a side stream before capture, as CUDA graph capture requires
@@ -31,7 +32,7 @@ class GraphedMetaGradients:
     def __init__(
         self,
         model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Adam,
         algorithm: MetaAlgorithm,
         example: TaskBatch,
         precision: AbstractContextManager | None = None,

@@ -40,6 +40,7 @@ from metarec_tasks.files import atomic_path
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.tasks import TaskBatch, select
 from metarec_tasks.params import MetaParams
+from metarec_tasks.training.adam import Adam
 from metarec_tasks.training.averaging import WeightAverage
 from metarec_tasks.training.checkpoint import Checkpoints, TrainState
 from metarec_tasks.training.distributed import SINGLE, World
@@ -93,7 +94,7 @@ def fit(
     mp: MetaParams,
     checkpoints: Checkpoints,
     randomness: Randomness,
-    warm_up: Callable[[torch.optim.Optimizer, list[dict]], None] | None = None,
+    warm_up: Callable[[Adam, list[dict]], None] | None = None,
     world: World = SINGLE,
 ) -> FitResult:
     """Meta-train `model` + `algorithm` for `mp.epochs` (resuming a checkpoint of this run if any);
@@ -187,7 +188,7 @@ def fit(
 
 def meta_gradients(
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Adam,
     algorithm: MetaAlgorithm,
     batch: TaskBatch,
     world: World = SINGLE,
@@ -215,7 +216,7 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
         raise NonFiniteLossError(f"loss became {loss.item()} at {where}; no model was written")
 
 
-def check_finite_gradients(optimizer: torch.optim.Optimizer, where: str) -> None:
+def check_finite_gradients(optimizer: Adam, where: str) -> None:
     """...and on a non-finite gradient behind a finite loss (a second-order term that overflowed),
     before the optimizer writes it into every weight."""
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]

@@ -29,6 +29,7 @@ from metarec_tasks.models.io import save_model
 from metarec_tasks.models.rating import NetDims, RatingNet
 from metarec_tasks.params import Params
 from metarec_tasks.paths import Workspace
+from metarec_tasks.training.adam import Adam
 from metarec_tasks.training.checkpoint import Checkpoints, fingerprint
 from metarec_tasks.training.distributed import SINGLE, World, init_distributed
 from metarec_tasks.training.loop import FitResult, Randomness, Validation, fit, write_history
@@ -99,7 +100,7 @@ def train_rating_model(params: Params, ws: Workspace, data: EpisodeData | None =
             batch = select(train, order[start : start + mp.meta_batch_size].to(device))
             yield subsample_support(batch, generator) if mp.support_subsample else batch
 
-    def warm_up(optimizer: torch.optim.Optimizer, history: list[dict]) -> None:
+    def warm_up(optimizer: Adam, history: list[dict]) -> None:
         if champion_md5 is None:  # a champion is already trained; a warm-up would only undo some of it
             pretrain(model, optimizer, train, params, generator, history, device)
 
@@ -165,7 +166,7 @@ def run_fingerprint(params: Params, ws: Workspace, champion_md5: str | None) -> 
 
 def pretrain(
     model: RatingNet,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Adam,
     batch: TaskBatch,
     params: Params,
     generator: torch.Generator,

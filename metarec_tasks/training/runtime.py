@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from metarec_tasks.errors import ConfigError
+from metarec_tasks.training.adam import Adam
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,11 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
     return nullcontext()
 
 
-def adam(params, lr: float) -> torch.optim.Adam:
+def adam(params, lr: float) -> Adam:
     """The one optimizer of every training phase. Fused: one kernel over all tensors per step, where
     torch's CPU default loops over them in Python — 5x faster for a network of this size, which
-    steps thousands of times a night."""
-    return torch.optim.Adam(params, lr=lr, fused=True)
+    steps thousands of times a night (`training/adam.py` says why it is not `torch.optim`'s)."""
+    return Adam(params, lr)
 
 
 def to_device(batch, device: torch.device):

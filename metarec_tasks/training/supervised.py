@@ -20,6 +20,7 @@ from tqdm import tqdm
 from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.models.rating import RatingNet
 from metarec_tasks.params import MetaParams
+from metarec_tasks.training.adam import Adam
 from metarec_tasks.training.loop import check_finite, check_finite_gradients
 from metarec_tasks.training.runtime import adam
 
@@ -49,7 +50,7 @@ def flatten(batch: TaskBatch) -> Rows:
 
 def supervised_epoch(
     model: RatingNet,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Adam,
     rows: Rows,
     batch_size: int,
     generator: torch.Generator,
