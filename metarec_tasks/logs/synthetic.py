@@ -67,6 +67,7 @@ MAX_TAGS_PER_ITEM = 3
 IMPLICIT_TYPES = ("view", "click", "purchase")
 IMPLICIT_PROBS = (0.5, 0.35, 0.15)
 BLOCK = 1024  # entities drawn per seeded block: stable attributes without a per-entity loop
+PICK_CELLS = 4_000_000  # (user, item) scores a day's simulation holds at once: 32 MB per array
 
 # Stream ids: keep each kind of draw on its own seeded stream.
 _FEATURE_STREAM, _USER_STREAM, _ITEM_STREAM, _DAY_STREAM, _BAD_STREAM, _IMPLICIT_STREAM, _TITLE_STREAM = (
@@ -196,21 +197,27 @@ def simulate_day(params: SyntheticParams, seed: int, world: World, day: date) ->
     n_events = 1 + rng.poisson(np.maximum(mean_events - 1, 0))
     n_events = np.minimum(n_events, n_items)
 
-    affinity = world.user_taste[active_users] @ world.item_taste[:n_items].T
-    logits = world.item_log_popularity[:n_items] + params.taste_temperature * affinity / np.sqrt(
-        params.latent_dim
-    )
-    # Gumbel top-k: each user picks n distinct items with probability ∝ popularity × taste.
-    perturbed = logits + rng.gumbel(size=logits.shape)
-    order = np.argsort(-perturbed, axis=1)
     implicit_rng = np.random.default_rng([seed, _IMPLICIT_STREAM, idx])
     n_implicit = np.minimum(implicit_rng.poisson(params.implicit_per_rating * n_events), n_items - n_events)
     rows_user, rows_item, imp_user, imp_item = [], [], [], []
-    for row, (user, k, extra) in enumerate(zip(active_users, n_events, n_implicit, strict=True)):
-        rows_user.append(np.full(k, user))
-        rows_item.append(order[row, :k])
-        imp_user.append(np.full(extra, user))
-        imp_item.append(order[row, k : k + extra])
+    # Gumbel top-k: each user picks n distinct items with probability ∝ popularity × taste. Users go in
+    # blocks of PICK_CELLS (user, item) pairs: a day of a million users would be gigabytes at once, and
+    # the Gumbel noise, drawn in row order, is the same stream whatever the block size.
+    block = max(1, PICK_CELLS // max(n_items, 1))
+    for start in range(0, len(active_users), block):
+        some = slice(start, start + block)
+        affinity = world.user_taste[active_users[some]] @ world.item_taste[:n_items].T
+        logits = world.item_log_popularity[:n_items] + params.taste_temperature * affinity / np.sqrt(
+            params.latent_dim
+        )
+        order = np.argsort(-(logits + rng.gumbel(size=logits.shape)), axis=1)
+        for row, (user, k, extra) in enumerate(
+            zip(active_users[some], n_events[some], n_implicit[some], strict=True)
+        ):
+            rows_user.append(np.full(k, user))
+            rows_item.append(order[row, :k])
+            imp_user.append(np.full(extra, user))
+            imp_item.append(order[row, k : k + extra])
     users = np.concatenate(rows_user) if rows_user else np.zeros(0, int)
     items = np.concatenate(rows_item) if rows_item else np.zeros(0, int)
 

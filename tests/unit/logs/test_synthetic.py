@@ -75,3 +75,14 @@ def test_implicit_events_and_unavailable_items(tiny_params):
     world = synthetic.build_world(tiny_params.synthetic, tiny_params.run.seed, day)
     flags = world.items["available"]
     assert set(flags) <= {"true", "false"} and (flags == "false").any()
+
+
+def test_a_day_is_the_same_whatever_the_block_of_users_simulated_at_once(tiny_params, monkeypatch):
+    """Big worlds simulate a day's users in blocks (bounded memory): the log must not depend on it."""
+    syn, day = tiny_params.synthetic, tiny_params.run.run_date
+    world = synthetic.build_world(syn, 7, day)
+    whole = synthetic.simulate_day(syn, 7, world, day)
+    monkeypatch.setattr(synthetic, "PICK_CELLS", 3 * synthetic.item_count(syn, synthetic.day_index(syn, day)))
+    blocks = synthetic.simulate_day(syn, 7, world, day)
+    assert len(whole) > 30
+    pd.testing.assert_frame_equal(whole, blocks)
