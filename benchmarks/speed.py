@@ -39,10 +39,10 @@ from metarec_tasks.meta.random_tasks import random_items, random_task_batch
 from metarec_tasks.meta.tasks import TaskBatch, select
 from metarec_tasks.models.rating import NetDims, RatingNet
 from metarec_tasks.params import MetaParams, load_params
+from metarec_tasks.training.adam import adam
 from metarec_tasks.training.distributed import World, init_distributed
 from metarec_tasks.training.graphed import GraphedMetaGradients
 from metarec_tasks.training.loop import meta_gradients
-from metarec_tasks.training.runtime import adam
 
 log = logging.getLogger("benchmarks.speed")
 

@@ -148,6 +148,8 @@ class RatingMetaParams(MetaParams):
 
     warm_start: bool  # start from the champion model instead of from scratch
     champion_model: str  # where publish keeps the champion (workspace-relative)
+    baseline_batch_size: int = Field(ge=1)  # the pretrained non-meta baseline's minibatch rows...
+    baseline_lr: float = Field(gt=0)  # ...and Adam learning rate (its epochs and patience: the block's)
 
 
 RankingObjective = Literal["rating", "ranking", "both"]

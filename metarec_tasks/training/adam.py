@@ -115,3 +115,10 @@ class Adam:
                 "exp_avg": s["exp_avg"].to(device=p.device, dtype=p.dtype).clone(),
                 "exp_avg_sq": s["exp_avg_sq"].to(device=p.device, dtype=p.dtype).clone(),
             }
+
+
+def adam(params, lr: float) -> Adam:
+    """The one optimizer of every training phase. Fused: one kernel over all tensors per step, where
+    torch's CPU default loops over them in Python — 5x faster for a network of this size, which
+    steps thousands of times a night (this module's docstring says why it is not `torch.optim`'s)."""
+    return Adam(params, lr)

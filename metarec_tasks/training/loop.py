@@ -40,11 +40,11 @@ from metarec_tasks.files import atomic_path
 from metarec_tasks.meta.base import MetaAlgorithm
 from metarec_tasks.meta.tasks import TaskBatch, select
 from metarec_tasks.params import MetaParams
-from metarec_tasks.training.adam import Adam
+from metarec_tasks.training.adam import Adam, adam
 from metarec_tasks.training.averaging import WeightAverage
 from metarec_tasks.training.checkpoint import Checkpoints, TrainState
 from metarec_tasks.training.distributed import SINGLE, World
-from metarec_tasks.training.runtime import adam, autocast
+from metarec_tasks.training.runtime import autocast
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from metarec_tasks.paths import Workspace
 from metarec_tasks.ranking.data import EvalUsers, RankContext, RankData
 from metarec_tasks.ranking.episodes import UserItems, sample_episodes
 from metarec_tasks.ranking.scoring import rank_users
+from metarec_tasks.training.adam import adam
 from metarec_tasks.training.checkpoint import Checkpoints, fingerprint
 from metarec_tasks.training.loop import (
     FitResult,
@@ -42,7 +43,7 @@ from metarec_tasks.training.loop import (
     fit,
     write_history,
 )
-from metarec_tasks.training.runtime import adam, autocast, pick_device, seed_everything, to_device
+from metarec_tasks.training.runtime import autocast, pick_device, seed_everything, to_device
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from metarec_tasks.errors import ConfigError
-from metarec_tasks.training.adam import Adam
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +41,6 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
-
-
-def adam(params, lr: float) -> Adam:
-    """The one optimizer of every training phase. Fused: one kernel over all tensors per step, where
-    torch's CPU default loops over them in Python — 5x faster for a network of this size, which
-    steps thousands of times a night (`training/adam.py` says why it is not `torch.optim`'s)."""
-    return Adam(params, lr)
 
 
 def to_device(batch, device: torch.device):

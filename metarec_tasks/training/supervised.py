@@ -19,10 +19,9 @@ from tqdm import tqdm
 
 from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.models.rating import RatingNet
-from metarec_tasks.params import MetaParams
-from metarec_tasks.training.adam import Adam
+from metarec_tasks.params import RatingMetaParams
+from metarec_tasks.training.adam import Adam, adam
 from metarec_tasks.training.loop import check_finite, check_finite_gradients
-from metarec_tasks.training.runtime import adam
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +87,17 @@ def unadapted_mae(model: RatingNet, batch: TaskBatch) -> float:
 
 
 def fit_pretrained(
-    model: RatingNet, train: TaskBatch, val: TaskBatch, mp: MetaParams, generator: torch.Generator
+    model: RatingNet, train: TaskBatch, val: TaskBatch, mp: RatingMetaParams, generator: torch.Generator
 ) -> dict[str, Any]:
-    """Train to the best validation MAE (same epoch budget and patience as meta-training)."""
+    """Train to the best validation MAE (same epoch budget and patience as meta-training, its own
+    minibatch size and learning rate: `meta.baseline_batch_size`, `meta.baseline_lr`)."""
     rows = flatten(train)
-    optimizer = adam(model.parameters(), mp.meta_lr)
+    optimizer = adam(model.parameters(), mp.baseline_lr)
     best = (math.inf, -1, {k: v.detach().clone() for k, v in model.state_dict().items()})
     stale = 0
     for epoch in tqdm(range(mp.epochs), desc="pretrained baseline", unit="epoch", disable=None):
         loss = supervised_epoch(
-            model, optimizer, rows, mp.pretrain_batch_size, generator, f"baseline {epoch}"
+            model, optimizer, rows, mp.baseline_batch_size, generator, f"baseline {epoch}"
         )
         val_mae = unadapted_mae(model, val)
         log.debug("baseline epoch %d: loss %.4f, validation MAE %.4f", epoch, loss, val_mae)

@@ -92,7 +92,7 @@ def test_training_never_imports_dynamo():
     """torch.optim would import torch._dynamo (about a second of CPU per stage process)."""
     code = (
         "import sys, torch\n"
-        "from metarec_tasks.training.runtime import adam\n"
+        "from metarec_tasks.training.adam import adam\n"
         "m = torch.nn.Linear(3, 1)\n"
         "o = adam(m.parameters(), 0.1)\n"
         "m(torch.ones(2, 3)).sum().backward(); o.step(); o.zero_grad()\n"
