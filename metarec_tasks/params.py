@@ -130,7 +130,8 @@ class MetaParams(_Strict):
     meta_lr: float = Field(gt=0)
     meta_batch_size: int = Field(ge=1)
     epochs: int = Field(ge=1)
-    patience: int = Field(ge=1)
+    patience: int = Field(ge=1)  # epochs without validation improvement before stopping...
+    patience_tasks: int = Field(ge=0)  # ...or this many training tasks, whichever comes first; 0 = off
     pretrain_epochs: int = Field(ge=0)
     pretrain_batch_size: int = Field(ge=1)
     support_subsample: bool

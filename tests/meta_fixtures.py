@@ -48,6 +48,7 @@ def meta_params(algorithm: str, adapt: str = "mlp", **extra) -> MetaParams:
         meta_batch_size=8,
         epochs=2,
         patience=2,
+        patience_tasks=0,
         pretrain_epochs=0,
         pretrain_batch_size=8,
         first_order_epochs=1,

@@ -40,7 +40,8 @@ class TrainState:
     best_epoch: int = -1
     best_model: dict[str, torch.Tensor] = field(default_factory=dict)
     best_algorithm: dict[str, torch.Tensor] = field(default_factory=dict)
-    stale: int = 0
+    stale: int = 0  # epochs since the best one...
+    stale_tasks: int = 0  # ...and the training tasks they held
     stopped: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None  # the epoch count of the checkpoint this run resumed from
@@ -50,7 +51,7 @@ class TrainState:
     def record_best(
         self, value: float | None, epoch: int, model: torch.nn.Module, algorithm: torch.nn.Module
     ):
-        self.best_value, self.best_epoch, self.stale = value, epoch, 0
+        self.best_value, self.best_epoch, self.stale, self.stale_tasks = value, epoch, 0, 0
         self.best_model = _clone(model.state_dict())
         self.best_algorithm = _clone(algorithm.state_dict())
 

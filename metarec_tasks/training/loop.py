@@ -4,7 +4,9 @@ and in the validation metric, so every guarantee below holds for both.
 
 The loop owns:
 - epochs with a progress line (`epoch i/N`, ETA; on a terminal also a bar), the best-state snapshot
-  and patience;
+  and patience: `patience` epochs without improvement, or `patience_tasks` training tasks, whichever
+  comes first. In epochs alone, a world ten times bigger trains ten times more tasks past its best
+  epoch; the task bound keeps the evidence asked for constant (`params.yaml` says how it was set);
 - the NaN rules: a non-finite meta-loss, or a validation metric that turns NaN, stops the run with
   `NonFiniteLossError` before any model file is written; a validation with nothing to score (no
   validation user, or none with a relevant item) keeps the latest epoch instead of the starting point;
@@ -158,8 +160,8 @@ def fit(
                 state.record_best(value, epoch, model, algorithm)
             state.best_averaged = use_average
         else:
-            state.stale += 1
-            state.stopped = state.stale >= mp.patience
+            state.stale, state.stale_tasks = state.stale + 1, state.stale_tasks + tasks
+            state.stopped = state.stale >= mp.patience or 0 < mp.patience_tasks <= state.stale_tasks
         state.next_epoch = epoch + 1
         _log_epoch(epoch, mp.epochs, train_loss, validation.metric, value, started_at, first)
         due = state.stopped or state.next_epoch % mp.checkpoint_every == 0 or state.next_epoch == mp.epochs
@@ -167,7 +169,12 @@ def fit(
             state.average = average.state_dict() if average is not None else {}
             checkpoints.save(state, model, algorithm, optimizer, randomness.generator, randomness.rng)
         if state.stopped:
-            log.info("early stop after epoch %d (no improvement for %d epochs)", epoch, state.stale)
+            log.info(
+                "early stop after epoch %d (no improvement for %d epochs, %d tasks)",
+                epoch,
+                state.stale,
+                state.stale_tasks,
+            )
     if state.best_model:
         model.load_state_dict(state.best_model)
         algorithm.load_state_dict(state.best_algorithm)

@@ -15,10 +15,11 @@ from metarec_tasks.training.loop import Randomness, Validation, fit, write_histo
 from tests.meta_fixtures import meta_params, random_batch, tiny_model
 
 
-def run(tmp_path, scores, epochs=4, patience=4, lower=True, fingerprint="run"):
-    """Fit a tiny model for `epochs`, validation returning `scores` in turn."""
+def run(tmp_path, scores, epochs=4, patience=4, lower=True, fingerprint="run", patience_tasks=0):
+    """Fit a tiny model for `epochs` (one batch of `random_batch()`'s 5 tasks each), validation
+    returning `scores` in turn."""
     model = tiny_model()
-    mp = meta_params("maml", epochs=epochs, patience=patience)
+    mp = meta_params("maml", epochs=epochs, patience=patience, patience_tasks=patience_tasks)
     algorithm = build_algorithm(mp, model)
     values = iter(scores)
     tasks = random_batch()
@@ -41,6 +42,18 @@ def test_the_best_epoch_is_kept_in_either_direction_and_patience_stops(tmp_path)
     assert (higher.best_epoch, higher.best_value, higher.epochs_run) == (3, 0.4, 6)
     _, stopped = run(tmp_path / "c", [0.5, 0.6, 0.7, 0.1], patience=2)
     assert stopped.epochs_run == 3 and stopped.best_epoch == 0  # the 4th epoch never ran
+
+
+def test_patience_in_tasks_stops_a_big_world_sooner_whichever_bound_comes_first(tmp_path):
+    worse = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # never better than the first epoch; 5 tasks an epoch
+    _, tasks_first = run(tmp_path / "a", worse, epochs=6, patience=4, patience_tasks=10)
+    assert tasks_first.epochs_run == 3 and tasks_first.best_epoch == 0  # 2 stale epochs = 10 tasks
+    _, epochs_first = run(tmp_path / "b", worse, epochs=6, patience=2, patience_tasks=100)
+    assert epochs_first.epochs_run == 3
+    _, off = run(tmp_path / "c", worse, epochs=6, patience=4, patience_tasks=0)
+    assert off.epochs_run == 5
+    _, reset = run(tmp_path / "d", [0.5, 0.6, 0.4, 0.7, 0.8, 0.9], epochs=6, patience=9, patience_tasks=10)
+    assert (reset.best_epoch, reset.epochs_run) == (2, 5)  # the count restarts at a better epoch
 
 
 def test_a_nan_validation_stops_the_run(tmp_path):
