@@ -127,9 +127,19 @@ def markdown(report: dict, chart_name: str = "scale.png") -> str:
         cells = [cell(r["stages"].get(stage)) for r in report["runs"]]
         slopes = [f"{g[m]:.2f}" if g[m] is not None else "—" for m in ("wall_s", "cpu_s")]
         lines.append(f"| {stage} | " + " | ".join(cells) + " | " + " | ".join(slopes) + " |")
-    lines += ["", "| users | items | events validated |", "|---|---|---|"]
+    lines += [
+        "",
+        "| users | items | events validated | all stages wall s | CPU s | largest stage (share of CPU) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in report["runs"]:
-        lines.append(f"| {r['users']:,} | {r['items']:,} | {r['events']:,} |")
+        done = {s: c for s, c in r["stages"].items() if "failed" not in c}
+        wall, cpu = (sum(c[m] for c in done.values()) for m in ("wall_s", "cpu_s"))
+        top = max(done, key=lambda s: done[s]["cpu_s"]) if done else None
+        largest = f"{top} ({done[top]['cpu_s'] / cpu:.0%})" if top and cpu > 0 else "—"
+        lines.append(
+            f"| {r['users']:,} | {r['items']:,} | {r['events']:,} | {wall:.0f} | {cpu:.0f} | {largest} |"
+        )
     lines += ["", f"![CPU seconds per stage by users, log-log]({chart_name})"]
     return "\n".join(lines) + "\n"
 

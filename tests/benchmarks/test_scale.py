@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -47,4 +48,6 @@ def test_scale_benchmark_measures_every_stage_at_every_size(tmp_path):
     assert report["settings"] == {"validate.max_bad_row_share": "0.5", "synthetic.initial_items": "300"}
     text = (tmp_path / "sizes.md").read_text()
     assert text.startswith("# Nightly cost by world size") and "`validate.max_bad_row_share=0.5`" in text
+    # per size: the night's total and the stage that dominates it
+    assert re.search(r"\| 400 \| 300 \| [\d,]+ \| \d+ \| \d+ \| (ingest|validate) \(\d+%\) \|", text)
     assert (tmp_path / "sizes.png").read_bytes().startswith(b"\x89PNG") and "](sizes.png)" in text
