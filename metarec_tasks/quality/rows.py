@@ -84,8 +84,9 @@ def add_known_columns(frame: pd.DataFrame, side_ids: dict[str, pd.Index]) -> pd.
     """Referential integrity: only for side tables that were delivered (non-empty).
 
     Arrow's `is_in`, not `Series.isin`: on Arrow-backed strings pandas turns every id of the side
-    table into a Python object for each chunk (14 s per 1M-row chunk against 2M user ids, so validate
-    grew with users × chunks); Arrow hashes them natively (0.6 s)."""
+    table into a Python object for each chunk (14 s per chunk against 2M user ids, whatever the
+    chunk's rows, so validate grew with users × chunks); Arrow hashes them natively (0.6 s for a
+    1M-row chunk)."""
     for table, key in (("users", "user_id"), ("items", "item_id")):
         ids = side_ids.get(table)
         if ids is not None and len(ids):
