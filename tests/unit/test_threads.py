@@ -31,6 +31,10 @@ def test_the_cli_applies_run_threads(tmp_path):
 
 
 def test_results_do_not_depend_on_the_thread_count(tmp_path):
+    """Two threads sum in another order: float32 rounding, compounded over two epochs of Adam steps,
+    moves the ranker's text-feature weights by up to about 1e-5 (measured: 0.6-1.1e-5 in four
+    runs), so the bound is 1e-4; a change of what is computed moves them by orders of magnitude more
+    (the ranker's meta learning rate 0.005 → 0.00501: up to 0.11)."""
     before = torch.get_num_threads()
     fast = {"meta.epochs": 2, "ranking.meta.epochs": 2, "run.device": "cpu"}
     (tmp_path / "one").mkdir()
@@ -53,7 +57,7 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path):
     for wa, wb in pairs:
         assert wa.keys() == wb.keys()
         for key in wa:
-            torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5, msg=key)
+            torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-4, msg=key)
 
 
 def test_the_cli_starts_without_numpy_so_the_policy_reaches_blas_too():
