@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from scipy import sparse
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +87,28 @@ def popularity(train: np.ndarray, support: list[np.ndarray]) -> np.ndarray:
 
 
 class FoldInMF:
-    """Biased implicit MF fitted by ALS; new users are folded in with a closed-form ridge solve."""
+    """Biased implicit MF fitted by ALS; new users are folded in with a closed-form ridge solve.
 
-    def __init__(self, train: np.ndarray, dim: int, reg: float, seed: int = 0):
+    The residual X − 1·biasᵀ is dense, but X is sparse (a user touches a few dozen of the catalog's
+    items): every ALS product is taken as a sparse product minus a rank-one term, so a fit costs
+    O(interactions × dim), not O(users × items × dim) — at 100,000 users, 300 items the dense fit
+    was 45% of `finetune` (py-spy)."""
+
+    def __init__(self, train: np.ndarray | sparse.csr_array, dim: int, reg: float, seed: int = 0):
         rng = np.random.default_rng(seed)
-        self.bias = train.mean(axis=0)
-        residual = train - self.bias
-        n_users, n_items = train.shape
+        matrix = sparse.csr_array(train, dtype=np.float64)
+        n_users, n_items = matrix.shape
+        self.bias = np.asarray(matrix.sum(axis=0)).ravel() / max(n_users, 1)
         dim = max(1, min(dim, n_users, n_items))
         self.reg = reg
         self.items = rng.normal(0, 0.1, (n_items, dim)).astype(np.float64)
-        users = np.zeros((n_users, dim))
         eye = np.eye(dim)
         for _ in range(ALS_ITERATIONS):
-            users = residual @ self.items @ np.linalg.inv(self.items.T @ self.items + reg * eye)
-            self.items = residual.T @ users @ np.linalg.inv(users.T @ users + reg * eye)
+            users = (matrix @ self.items - self.bias @ self.items) @ np.linalg.inv(
+                self.items.T @ self.items + reg * eye
+            )
+            residual_t_users = matrix.T @ users - np.outer(self.bias, users.sum(axis=0))
+            self.items = residual_t_users @ np.linalg.inv(users.T @ users + reg * eye)
         self._solve = np.linalg.inv(self.items.T @ self.items + reg * eye) @ self.items.T
 
     def scores(self, rows: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from metarec_tasks.meta import TRANSFER_ALGORITHM
 from metarec_tasks.meta.base import MetaAlgorithm
@@ -135,6 +136,7 @@ def night_candidates(
     train = bl.interaction_matrix(train_users.items, train_users.weights, n_items)
     chunk, steps = params.finetune.chunk_size, params.ranking.meta.inner_steps
     knn = bl.ItemKNN(train)
+    train_sparse = sparse.csr_array(train, dtype=np.float64)  # what every MF fit reads
     excluded = exclusion_mask(val.seen, ctx.unavailable).numpy()
     low = sp.low_rating_weights
 
@@ -147,7 +149,7 @@ def night_candidates(
 
     @functools.cache  # each fit once, whatever low-rating weight reads it
     def fit_mf(dim: int, reg: float) -> bl.FoldInMF:
-        return bl.FoldInMF(train, dim, reg, seed=params.run.seed)
+        return bl.FoldInMF(train_sparse, dim, reg, seed=params.run.seed)
 
     @functools.cache
     def fit_ease(lam: float) -> bl.EASE:

@@ -263,6 +263,22 @@ def test_baselines_rank_what_they_should():
     assert mf[3] > mf[0] and mf[3] > mf[1]
 
 
+def test_mf_fit_on_the_sparse_matrix_is_the_dense_als():
+    """The fit never forms the dense residual X − 1·biasᵀ; it must still be that ALS."""
+    rng = np.random.default_rng(3)
+    train = ((rng.random((40, 12)) < 0.3) * rng.choice([0.5, 1.0, 2.0], (40, 12))).astype(np.float32)
+    dim, reg = 3, 0.5
+    bias = train.astype(np.float64).mean(axis=0)
+    residual, eye = train - bias, np.eye(dim)
+    items = np.random.default_rng(0).normal(0, 0.1, (12, dim))
+    for _ in range(bl.ALS_ITERATIONS):
+        users = residual @ items @ np.linalg.inv(items.T @ items + reg * eye)
+        items = residual.T @ users @ np.linalg.inv(users.T @ users + reg * eye)
+    mf = bl.FoldInMF(train, dim, reg, seed=0)
+    np.testing.assert_allclose(mf.bias, bias, rtol=1e-12)
+    np.testing.assert_allclose(mf.items, items, rtol=1e-9, atol=1e-12)
+
+
 def test_catalog_gate_requires_beating_every_topk_baseline():
     from metarec_tasks.evaluation.gate import catalog_gate
 
