@@ -56,23 +56,25 @@ def supervised_epoch(
     where: str,
     autocast: AbstractContextManager | None = None,
 ) -> float:
-    """One shuffled pass of MSE minibatches; returns the mean training loss."""
+    """One shuffled pass of MSE minibatches; returns the mean training loss. The rows are put in
+    the epoch's order once, so a minibatch is a slice (a view), not a gather per feature."""
     n = rows["target"].shape[0]
     total = 0.0
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=generator).to(rows["target"].device)
+    user = {k: v[order] for k, v in rows["user"].items()}
+    item = {k: v[order] for k, v in rows["item"].items()}
+    target = rows["target"][order]
     for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size].to(rows["target"].device)
+        idx = slice(start, start + batch_size)
         with autocast or nullcontext():
-            pred = model(
-                {k: v[idx] for k, v in rows["user"].items()}, {k: v[idx] for k, v in rows["item"].items()}
-            )
-            loss = torch.nn.functional.mse_loss(pred.float(), rows["target"][idx].float())
+            pred = model({k: v[idx] for k, v in user.items()}, {k: v[idx] for k, v in item.items()})
+            loss = torch.nn.functional.mse_loss(pred.float(), target[idx].float())
         check_finite(loss, where)
         optimizer.zero_grad()
         loss.backward()
         check_finite_gradients(optimizer, where)
         optimizer.step()
-        total += loss.item() * len(idx)
+        total += loss.item() * len(pred)
     return total / max(n, 1)
 
 
