@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import sparse
 
 from metarec_tasks.meta import TRANSFER_ALGORITHM
 from metarec_tasks.meta.base import MetaAlgorithm
@@ -136,7 +135,7 @@ def night_candidates(
     train = bl.interaction_matrix(train_users.items, train_users.weights, n_items)
     chunk, steps = params.finetune.chunk_size, params.ranking.meta.inner_steps
     knn = bl.ItemKNN(train)
-    train_sparse = sparse.csr_array(train, dtype=np.float64)  # what every MF fit reads
+    train_sparse = bl.sparse_matrix(train)  # what every MF fit reads
     excluded = exclusion_mask(val.seen, ctx.unavailable).numpy()
     low = sp.low_rating_weights
 
