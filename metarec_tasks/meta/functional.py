@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch.func import functional_call, grad, vmap
@@ -84,14 +85,30 @@ def inner_trajectory(
     steps: int,
     step_size: StepSize,
     first_order: bool,
+    encoded=None,
 ) -> Trajectory:
-    """`steps` SGD steps on one task's support rows; differentiable unless `first_order`."""
-    encoded = None if encoder_adapts(fast) else encode(model, shared, user, item)
+    """`steps` SGD steps on one task's support rows; differentiable unless `first_order`. `encoded`:
+    the rows' encoding (`batch_encoding`), None when the encoder adapts."""
 
     def support_loss(params: ParamDict) -> torch.Tensor:
         return task_loss(objective, model, {**shared, **params}, user, item, target, mask, encoded)
 
     return sgd_trajectory(support_loss, fast, steps, step_size, first_order)
+
+
+def batch_encoding(model, adapted: ParamDict, shared: ParamDict, user: Features, item: Features):
+    """The encoder's output for every task's rows at once, outside `vmap` (None when `adapted`
+    holds encoder parameters: every task then has its own). Outside, the encoder sees the whole
+    batch's rows and can encode the catalog once and read it at them, where one task's rows under
+    `vmap` are too few for that and each gathered its own feature rows (384-wide title embeddings)."""
+    return None if encoder_adapts(adapted) else encode(model, shared, user, item)
+
+
+def encoded_dims(encoded) -> Any:
+    """`vmap`'s in_dims for a `batch_encoding` (a tensor, a tuple with None entries, or None)."""
+    if isinstance(encoded, tuple):
+        return tuple(None if part is None else 0 for part in encoded)
+    return None if encoded is None else 0
 
 
 def sgd_trajectory(
@@ -120,35 +137,40 @@ def adapt_batch(
     first_order: bool,
 ) -> Trajectory:
     """Every task's trajectory at once: each tensor gains a leading task dim."""
+    encoded = batch_encoding(model, fast, shared, support.user, support.item)
 
-    def one_task(user, item, target, mask):
+    def one_task(user, item, target, mask, encoded):
         return inner_trajectory(
-            objective, model, fast, shared, user, item, target, mask, steps, step_size, first_order
+            objective, model, fast, shared, user, item, target, mask, steps, step_size, first_order, encoded
         )
 
-    return vmap(one_task)(support.user, support.item, support.target, support.mask)
+    rows = (support.user, support.item, support.target, support.mask)
+    return vmap(one_task, in_dims=(0, 0, 0, 0, encoded_dims(encoded)))(*rows, encoded)
 
 
 def losses_batch(
     objective: Objective, model, adapted: ParamDict, shared: ParamDict, rows: InteractionSet
 ) -> torch.Tensor:
     """[T] loss of each task's adapted parameters on its own rows (e.g. the query set)."""
+    encoded = batch_encoding(model, adapted, shared, rows.user, rows.item)
 
-    def one_task(params, user, item, target, mask):
-        return task_loss(objective, model, {**shared, **params}, user, item, target, mask)
+    def one_task(params, user, item, target, mask, encoded):
+        return task_loss(objective, model, {**shared, **params}, user, item, target, mask, encoded)
 
-    return vmap(one_task)(adapted, rows.user, rows.item, rows.target, rows.mask)
+    dims = (0, 0, 0, 0, 0, encoded_dims(encoded))
+    return vmap(one_task, in_dims=dims)(adapted, rows.user, rows.item, rows.target, rows.mask, encoded)
 
 
 def predict_batch(
     model, adapted: ParamDict, shared: ParamDict, user: Features, item: Features
 ) -> torch.Tensor:
     """Predictions of per-task parameters on per-task rows: [T, rows]."""
+    encoded = batch_encoding(model, adapted, shared, user, item)
 
-    def one_task(params, u, i):
-        return predict(model, {**shared, **params}, u, i)
+    def one_task(params, u, i, encoded):
+        return predict(model, {**shared, **params}, u, i, encoded)
 
-    return vmap(one_task)(adapted, user, item)
+    return vmap(one_task, in_dims=(0, 0, 0, encoded_dims(encoded)))(adapted, user, item, encoded)
 
 
 def score_catalog(

@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import vmap
 
 from metarec_tasks.meta.base import InnerLoop, MetaAlgorithm
-from metarec_tasks.meta.functional import Engine, encode, head_jacobian, predict
+from metarec_tasks.meta.functional import Engine, batch_encoding, encoded_dims, head_jacobian, predict
 from metarec_tasks.meta.tasks import InteractionSet, TaskBatch
 from metarec_tasks.models.rating import ParamDict, split_params
 
@@ -57,8 +57,7 @@ class ClosedFormRidge(MetaAlgorithm):
         def unflatten(theta: torch.Tensor) -> ParamDict:
             return {n: t.reshape(s) for n, t, s in zip(names, theta.split(sizes), shapes, strict=True)}
 
-        def one_task(user, item, target, mask) -> torch.Tensor:
-            encoded = encode(model, shared, user, item)
+        def one_task(user, item, target, mask, encoded) -> torch.Tensor:
             s0 = predict(model, {**shared, **fast}, user, item, encoded)  # [rows]
             per_param = head_jacobian(model, {**shared, **fast}, user, item, encoded)
             jac = torch.cat([per_param[n].reshape(len(s0), -1) for n in names], 1)  # [rows, p]
@@ -75,7 +74,8 @@ class ClosedFormRidge(MetaAlgorithm):
                 ]
             )
         else:
-            thetas = vmap(one_task)(*rows)
+            encoded = batch_encoding(model, fast, shared, support.user, support.item)
+            thetas = vmap(one_task, in_dims=(0, 0, 0, 0, encoded_dims(encoded)))(*rows, encoded)
         per_task = {
             n: t.reshape(len(thetas), *s)
             for n, t, s in zip(names, thetas.split(sizes, 1), shapes, strict=True)
