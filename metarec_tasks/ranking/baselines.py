@@ -1,6 +1,6 @@
 """Non-meta top-K baselines, scored over the full catalog from training users' interactions.
 
-- `popularity`: how many training users interacted with the item;
+- `Popularity`: how many training users interacted with the item;
 - `FoldInMF` (popularity + MF): biased MF on the training users' implicit matrix (item bias =
   popularity share, ALS with a ridge, some factors), the new user folded in by ridge regression of
   their support row on the item factors — popularity plus a user-taste term;
@@ -80,9 +80,16 @@ def support_matrix(
     return matrix
 
 
-def popularity(train: np.ndarray, support: list[np.ndarray]) -> np.ndarray:
-    counts = (train > 0).sum(axis=0).astype(np.float32)
-    return np.broadcast_to(counts, (len(support), len(counts))).copy()
+class Popularity:
+    """How many training users interacted with each item, counted once: a night scores its users a
+    chunk at a time, and counting per chunk read the whole users × items matrix each time (at a
+    million users, quadratic in users)."""
+
+    def __init__(self, train: np.ndarray):
+        self.counts = item_counts(train).astype(np.float32)
+
+    def scores(self, support: list[np.ndarray]) -> np.ndarray:
+        return np.broadcast_to(self.counts, (len(support), len(self.counts))).copy()
 
 
 def sparse_matrix(matrix):
@@ -127,7 +134,8 @@ class FoldInMF:
 
 class ItemKNN:
     """Cosine similarity of the training users' item columns, computed once; any number of
-    neighbours (`neighbors`) kept per item at scoring time."""
+    neighbours (`neighbors`) kept per item at scoring time — the last number's cut kept, since a
+    night scores every user chunk by chunk with one number."""
 
     def __init__(self, train: np.ndarray):
         binary = (train > 0).astype(np.float32)
@@ -136,14 +144,21 @@ class ItemKNN:
         np.fill_diagonal(self.sim, 0.0)
         counts = binary.sum(axis=0)
         self.tie_break = 1e-6 * counts / max(counts.max(), 1.0)
+        self._cut: tuple[int, np.ndarray] | None = None
+
+    def neighbours(self, neighbors: int) -> np.ndarray:
+        """The similarity matrix with each item's `neighbors` nearest kept, the rest 0."""
+        if self._cut is None or self._cut[0] != neighbors:
+            sim = self.sim
+            if neighbors < sim.shape[1]:
+                cut = -np.partition(-sim, neighbors - 1, axis=1)[:, neighbors - 1 : neighbors]
+                sim = np.where(sim >= cut, sim, 0.0)
+            self._cut = (neighbors, sim)
+        return self._cut[1]
 
     def scores(self, support_rows: np.ndarray, neighbors: int) -> np.ndarray:
         """`support_rows`: `support_matrix` rows (1 per positive, the low-rating weight per low one)."""
-        sim = self.sim
-        if neighbors < sim.shape[1]:
-            cut = -np.partition(-sim, neighbors - 1, axis=1)[:, neighbors - 1 : neighbors]
-            sim = np.where(sim >= cut, sim, 0.0)
-        return support_rows.astype(np.float32) @ sim + self.tie_break
+        return support_rows.astype(np.float32) @ self.neighbours(neighbors) + self.tie_break
 
 
 class EASE:

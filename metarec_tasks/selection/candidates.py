@@ -134,7 +134,7 @@ def night_candidates(
     n_items = len(ctx.unavailable)
     train = bl.interaction_matrix(train_users.items, train_users.weights, n_items)
     chunk, steps = params.finetune.chunk_size, params.ranking.meta.inner_steps
-    knn = bl.ItemKNN(train)
+    knn, popular = bl.ItemKNN(train), bl.Popularity(train)
     train_sparse = bl.sparse_matrix(train)  # what every MF fit reads
     excluded = exclusion_mask(val.seen, ctx.unavailable).numpy()
     low = sp.low_rating_weights
@@ -166,7 +166,7 @@ def night_candidates(
         return lambda support: knn.scores(support_rows(support, n_items, low_weight), neighbors)
 
     def popularity() -> Scorer:
-        return lambda support: bl.popularity(train, support.items)
+        return lambda support: popular.scores(support.items)
 
     def meta(model: RankNet, algorithm: MetaAlgorithm) -> Callable[..., Scorer]:
         return lambda prior_scale=1.0: ranker_scorer(model, algorithm, ctx, steps, chunk, device, prior_scale)

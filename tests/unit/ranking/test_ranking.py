@@ -218,7 +218,7 @@ def test_meta_trained_ranker_beats_popularity_on_a_two_taste_world(tmp_path):
     recall = catalog_recall(model, algorithm, rp.meta.inner_steps, ctx, test, 5)
     matrix = bl.interaction_matrix(train.items, train.weights, N_ITEMS)
     pop = top_k(
-        torch.as_tensor(bl.popularity(matrix, support.items)),
+        torch.as_tensor(bl.Popularity(matrix).scores(support.items)),
         exclusion_mask(support.items, ctx.unavailable),
         5,
     )[1]
@@ -256,9 +256,15 @@ def test_baselines_rank_what_they_should():
     train[:, 4] = 1  # everyone: item 4
     user_b = np.zeros((1, 5), np.float32)
     user_b[0, 2] = 1
-    assert np.argmax(bl.popularity(train, [np.array([2])])[0]) == 4
-    knn = bl.ItemKNN(train).scores(user_b, neighbors=2)[0]
+    assert np.argmax(bl.Popularity(train).scores([np.array([2])])[0]) == 4
+    item_knn = bl.ItemKNN(train)
+    knn = item_knn.scores(user_b, neighbors=2)[0]
     assert np.argmax(np.where(user_b[0] > 0, -np.inf, knn)) == 3
+    # the kept cut follows the number asked for: one neighbour of item 2 (item 3) drops item 4
+    one = item_knn.scores(user_b, 1)[0]
+    assert one[4] < knn[4]
+    np.testing.assert_array_equal(one, bl.ItemKNN(train).scores(user_b, 1)[0])
+    np.testing.assert_array_equal(item_knn.scores(user_b, 2)[0], knn)
     mf = bl.FoldInMF(train, dim=2, reg=0.1).scores(user_b)[0]
     assert mf[3] > mf[0] and mf[3] > mf[1]
 
