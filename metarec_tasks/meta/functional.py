@@ -85,7 +85,7 @@ def inner_trajectory(
     steps: int,
     step_size: StepSize,
     first_order: bool,
-    encoded=None,
+    encoded,
 ) -> Trajectory:
     """`steps` SGD steps on one task's support rows; differentiable unless `first_order`. `encoded`:
     the rows' encoding (`batch_encoding`), None when the encoder adapts."""
@@ -104,11 +104,15 @@ def batch_encoding(model, adapted: ParamDict, shared: ParamDict, user: Features,
     return None if encoder_adapts(adapted) else encode(model, shared, user, item)
 
 
-def encoded_dims(encoded) -> Any:
-    """`vmap`'s in_dims for a `batch_encoding` (a tensor, a tuple with None entries, or None)."""
+def over_tasks(one_task: Callable, encoded, *batched) -> Any:
+    """`one_task(*batched, encoded)` lifted over the tasks with `vmap`: every `batched` argument has
+    a leading task dim, and so has each tensor of `encoded` (a `batch_encoding`: a tensor, a tuple
+    with None entries, or None)."""
     if isinstance(encoded, tuple):
-        return tuple(None if part is None else 0 for part in encoded)
-    return None if encoded is None else 0
+        dims = tuple(None if part is None else 0 for part in encoded)
+    else:
+        dims = None if encoded is None else 0
+    return vmap(one_task, in_dims=(0,) * len(batched) + (dims,))(*batched, encoded)
 
 
 def sgd_trajectory(
@@ -144,8 +148,7 @@ def adapt_batch(
             objective, model, fast, shared, user, item, target, mask, steps, step_size, first_order, encoded
         )
 
-    rows = (support.user, support.item, support.target, support.mask)
-    return vmap(one_task, in_dims=(0, 0, 0, 0, encoded_dims(encoded)))(*rows, encoded)
+    return over_tasks(one_task, encoded, support.user, support.item, support.target, support.mask)
 
 
 def losses_batch(
@@ -157,8 +160,7 @@ def losses_batch(
     def one_task(params, user, item, target, mask, encoded):
         return task_loss(objective, model, {**shared, **params}, user, item, target, mask, encoded)
 
-    dims = (0, 0, 0, 0, 0, encoded_dims(encoded))
-    return vmap(one_task, in_dims=dims)(adapted, rows.user, rows.item, rows.target, rows.mask, encoded)
+    return over_tasks(one_task, encoded, adapted, rows.user, rows.item, rows.target, rows.mask)
 
 
 def predict_batch(
@@ -170,7 +172,7 @@ def predict_batch(
     def one_task(params, u, i, encoded):
         return predict(model, {**shared, **params}, u, i, encoded)
 
-    return vmap(one_task, in_dims=(0, 0, 0, encoded_dims(encoded)))(adapted, user, item, encoded)
+    return over_tasks(one_task, encoded, adapted, user, item)
 
 
 def score_catalog(

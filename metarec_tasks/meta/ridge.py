@@ -22,10 +22,9 @@ import math
 
 import torch
 from torch import nn
-from torch.func import vmap
 
 from metarec_tasks.meta.base import InnerLoop, MetaAlgorithm
-from metarec_tasks.meta.functional import Engine, batch_encoding, encoded_dims, head_jacobian, predict
+from metarec_tasks.meta.functional import Engine, batch_encoding, head_jacobian, over_tasks, predict
 from metarec_tasks.meta.tasks import InteractionSet, TaskBatch
 from metarec_tasks.models.rating import ParamDict, split_params
 
@@ -75,7 +74,7 @@ class ClosedFormRidge(MetaAlgorithm):
             )
         else:
             encoded = batch_encoding(model, fast, shared, support.user, support.item)
-            thetas = vmap(one_task, in_dims=(0, 0, 0, 0, encoded_dims(encoded)))(*rows, encoded)
+            thetas = over_tasks(one_task, encoded, *rows)
         per_task = {
             n: t.reshape(len(thetas), *s)
             for n, t, s in zip(names, thetas.split(sizes, 1), shapes, strict=True)
