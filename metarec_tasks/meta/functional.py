@@ -2,8 +2,9 @@
 
 An engine is parametrized by a per-task objective (`meta.objectives`: masked MSE for ratings,
 sampled softmax or BPR for ranking), so one implementation serves the rating model and the ranker.
-- vectorized (production): one task's inner loop is a plain function of its rows, lifted over a batch
-  of padded tasks with `torch.func.vmap`; gradients with `torch.func.grad`. No per-task Python loop.
+- vectorized (production): one task's loss is a plain function of its rows, lifted over a batch of
+  padded tasks with `torch.func.vmap`; each inner step differentiates the tasks' summed losses with
+  respect to per-task parameter copies (`adapt_batch`). No per-task Python loop.
   When the encoder (embeddings) is not adapted, each task's rows are encoded once (the model's
   `part="encode"`) and reused by every step, which is most of the forward pass.
 - reference (tests and benchmarks only): the naive loop — per task, clone the parameters, full
@@ -21,7 +22,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
 
 from metarec_tasks.meta.objectives import OBJECTIVES, Objective
 from metarec_tasks.meta.tasks import InteractionSet
@@ -73,29 +74,6 @@ def head_jacobian(model, params: ParamDict, user: Features, item: Features, enco
     return functional_call(model, params, (user, item), {"encoded": encoded, "part": "head_jacobian"})
 
 
-def inner_trajectory(
-    objective: Objective,
-    model,
-    fast: ParamDict,
-    shared: ParamDict,
-    user: Features,
-    item: Features,
-    target: torch.Tensor,
-    mask: torch.Tensor,
-    steps: int,
-    step_size: StepSize,
-    first_order: bool,
-    encoded,
-) -> Trajectory:
-    """`steps` SGD steps on one task's support rows; differentiable unless `first_order`. `encoded`:
-    the rows' encoding (`batch_encoding`), None when the encoder adapts."""
-
-    def support_loss(params: ParamDict) -> torch.Tensor:
-        return task_loss(objective, model, {**shared, **params}, user, item, target, mask, encoded)
-
-    return sgd_trajectory(support_loss, fast, steps, step_size, first_order)
-
-
 def batch_encoding(model, adapted: ParamDict, shared: ParamDict, user: Features, item: Features):
     """The encoder's output for every task's rows at once, outside `vmap` (None when `adapted`
     holds encoder parameters: every task then has its own). Outside, the encoder sees the whole
@@ -115,19 +93,13 @@ def over_tasks(one_task: Callable, encoded, *batched) -> Any:
     return vmap(one_task, in_dims=(0,) * len(batched) + (dims,))(*batched, encoded)
 
 
-def sgd_trajectory(
-    support_loss, fast: ParamDict, steps: int, step_size: StepSize, first_order: bool
-) -> Trajectory:
-    """`steps` SGD steps on `support_loss`, every iterate kept (MAML++'s multi-step loss scores them
-    all); differentiable unless `first_order`."""
-    trajectory = []
-    for step in range(steps):
-        grads = grad(support_loss)(fast)
-        if first_order:
-            grads = {name: g.detach() for name, g in grads.items()}
-        fast = {name: fast[name] - step_size(step, name) * grads[name] for name in fast}
-        trajectory.append(fast)
-    return trajectory
+def per_task_copies(fast: ParamDict, tasks: int) -> ParamDict:
+    """`fast` with a leading task dim, one copy per task, differentiable back to `fast` (whose
+    gradient sums the copies'); constants (adaptation at serving) become differentiable leaves."""
+    return {
+        name: (p if p.requires_grad else p.detach().requires_grad_()).expand(tasks, *p.shape)
+        for name, p in fast.items()
+    }
 
 
 def adapt_batch(
@@ -140,15 +112,25 @@ def adapt_batch(
     step_size: StepSize,
     first_order: bool,
 ) -> Trajectory:
-    """Every task's trajectory at once: each tensor gains a leading task dim."""
+    """Every task's trajectory at once (`steps` SGD steps on its support rows, every iterate kept:
+    MAML++ scores them all); each tensor gains a leading task dim; differentiable unless
+    `first_order`. One `torch.autograd.grad` per step of the tasks' summed support losses with respect
+    to per-task copies of the parameters: task t's loss reads copy t alone, so the sum's gradient at
+    copy t is task t's own gradient. (`torch.func.grad` inside `vmap` computed the same numbers, one
+    task-level backward at a time, and its first call imports torch._dynamo: a second per process.)"""
     encoded = batch_encoding(model, fast, shared, support.user, support.item)
-
-    def one_task(user, item, target, mask, encoded):
-        return inner_trajectory(
-            objective, model, fast, shared, user, item, target, mask, steps, step_size, first_order, encoded
-        )
-
-    return over_tasks(one_task, encoded, support.user, support.item, support.target, support.mask)
+    trajectory = []
+    with torch.enable_grad():  # `MetaAlgorithm.adapt` runs under no_grad; each step differentiates
+        params = per_task_copies(fast, support.target.shape[0])
+        for step in range(steps):
+            losses = task_losses(objective, model, params, shared, support, encoded)
+            grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=not first_order)
+            params = {
+                name: p - step_size(step, name) * g
+                for (name, p), g in zip(params.items(), grads, strict=True)
+            }
+            trajectory.append(params)
+    return trajectory
 
 
 def losses_batch(
@@ -156,6 +138,13 @@ def losses_batch(
 ) -> torch.Tensor:
     """[T] loss of each task's adapted parameters on its own rows (e.g. the query set)."""
     encoded = batch_encoding(model, adapted, shared, rows.user, rows.item)
+    return task_losses(objective, model, adapted, shared, rows, encoded)
+
+
+def task_losses(
+    objective: Objective, model, adapted: ParamDict, shared: ParamDict, rows: InteractionSet, encoded
+) -> torch.Tensor:
+    """`losses_batch` with the rows' `batch_encoding` given (the inner loop encodes its support once)."""
 
     def one_task(params, user, item, target, mask, encoded):
         return task_loss(objective, model, {**shared, **params}, user, item, target, mask, encoded)

@@ -134,6 +134,16 @@ def ragged_index(lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return task, np.arange(len(task)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
+def known_mask(n_items: int, *per_task: list[np.ndarray]) -> np.ndarray:
+    """[T, n_items]: True at every item of each task's arrays (its support and query items)."""
+    mask = np.zeros((len(per_task[0]), n_items), bool)
+    for lists in per_task:
+        task, _ = ragged_index(lists)
+        if len(task):
+            mask[task, np.concatenate(lists)] = True
+    return mask
+
+
 def ranking_set(
     catalog: Catalog,
     items: Features,
@@ -141,13 +151,14 @@ def ranking_set(
     positives: list[np.ndarray],
     weights: list[np.ndarray],
     negatives: np.ndarray,
-    known: list[np.ndarray],
+    known: np.ndarray,
     prior: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> InteractionSet:
     """[T, max positives + negatives] rows (catalog rows, read by the model's item tower, and their
     sampling log-probability) of T tasks ([T, 1] user features); positives first, then the sampled
-    negatives; `prior` ([T, n_items] item-item prior of each task's support, [T] its support-size
-    bucket) becomes a per-row item feature and a per-task one."""
+    negatives, less those `known` ([T, n_items] `known_mask`) to be the task's own; `prior`
+    ([T, n_items] item-item prior of each task's support, [T] its support-size bucket) becomes a
+    per-row item feature and a per-task one."""
     tasks, n_neg = negatives.shape
     task, column = ragged_index(positives)
     width = (int(column.max()) + 1 if len(column) else 0) + n_neg
@@ -156,11 +167,7 @@ def ranking_set(
     if len(task):
         rows[task, column] = np.concatenate(positives)
         target[task, column] = np.concatenate(weights)
-    is_known = np.zeros((tasks, len(catalog.item_ids)), bool)
-    known_task, _ = ragged_index(known)
-    if len(known_task):
-        is_known[known_task, np.concatenate(known)] = True
-    rows[:, width - n_neg :] = np.where(np.take_along_axis(is_known, negatives, 1), -1, negatives)
+    rows[:, width - n_neg :] = np.where(np.take_along_axis(known, negatives, 1), -1, negatives)
     mask = rows >= 0
     safe = torch.as_tensor(np.where(mask, rows, 0))
     users = torch.as_tensor(user_rows)[:, None]  # [T, 1]: a task's user (and bucket) once, not per
@@ -198,7 +205,7 @@ def ranking_batch(
     a user's adapted vector then never depends on which other users share the chunk); with `prior`,
     both sets' rows carry the item-item prior of the support positives (and of `low`, the support's
     low-rated items, at the prior's `low_weight`)."""
-    known = [np.union1d(s, q) for s, q in zip(support[0], query[0], strict=True)]
+    known = known_mask(len(catalog.item_ids), support[0], query[0])
 
     def negatives() -> np.ndarray:
         if shared_negatives:

