@@ -43,7 +43,7 @@ class MetaAlgorithm(nn.Module):
     def adapt(self, model: nn.Module, batch: TaskBatch, steps: int) -> tuple[ParamDict, ParamDict]:
         """(per-task adapted parameters with a leading task dim, shared parameters), detached."""
         fast, shared = split_params(model, self.inner.adapt)
-        with torch.no_grad():  # torch.func.grad still differentiates inside; nothing else is tracked
+        with torch.no_grad():  # the engine's inner steps enable grad for themselves; nothing else is tracked
             fast = {k: v.detach() for k, v in fast.items()}
             shared = {k: v.detach() for k, v in shared.items()}
             trajectory = self.engine.adapt(model, fast, shared, batch.support, steps, self.step_size, True)

@@ -35,7 +35,7 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
     """bfloat16 autocast on CUDA when `meta.amp` is on; a no-op on CPU.
 
     bfloat16 keeps float32's exponent range, so no gradient scaler is needed — which matters here,
-    because the meta-gradient flows through `torch.func.grad` inside the inner loop, where a scaled
+    because the meta-gradient flows through the inner loop's own gradient steps, where a scaled
     loss would also scale the inner steps.
     """
     if enabled and device.type == "cuda":
