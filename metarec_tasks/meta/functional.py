@@ -39,9 +39,16 @@ def constant_step(lr: float) -> StepSize:
     return lambda step, name: lr
 
 
+def stateless_call(model: torch.nn.Module, params: ParamDict, args: tuple, kwargs: dict | None = None):
+    """`model(*args, **kwargs)` under `params` (`functional_call`), without its weight-tying
+    bookkeeping: no network here ties weights, and untying them was half the cost of a call's
+    parameter swap, of which a meta-step makes several."""
+    return functional_call(model, params, args, kwargs or {}, tie_weights=False)
+
+
 def predict(model: torch.nn.Module, params: ParamDict, user: Features, item: Features, encoded=None):
     """Per-row scores under `params`; `encoded` (from `encode`) skips the encoder."""
-    return functional_call(model, params, (user, item), {} if encoded is None else {"encoded": encoded})
+    return stateless_call(model, params, (user, item), None if encoded is None else {"encoded": encoded})
 
 
 def task_loss(
@@ -63,7 +70,7 @@ def encoder_adapts(fast: ParamDict) -> bool:
 
 def encode(model, shared: ParamDict, user: Features, item: Features):
     """The encoder's output for these rows under the (shared) parameters given."""
-    return functional_call(model, shared, (user, item), {"part": "encode"})
+    return stateless_call(model, shared, (user, item), {"part": "encode"})
 
 
 def head_jacobian(model, params: ParamDict, user: Features, item: Features, encoded) -> ParamDict:
@@ -71,7 +78,7 @@ def head_jacobian(model, params: ParamDict, user: Features, item: Features, enco
     network's score is linear in its head (what the ridge inner loop solves for). Forward-mode
     autodiff got the same numbers by pushing one tangent per head entry through the score: a
     [rows, entries, dim] product per task, six sevenths of a ridge meta-step."""
-    return functional_call(model, params, (user, item), {"encoded": encoded, "part": "head_jacobian"})
+    return stateless_call(model, params, (user, item), {"encoded": encoded, "part": "head_jacobian"})
 
 
 def batch_encoding(model, adapted: ParamDict, shared: ParamDict, user: Features, item: Features):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from metarec_tasks.meta.base import MetaAlgorithm
+from metarec_tasks.meta.functional import stateless_call
 from metarec_tasks.meta.tasks import TaskBatch
 from metarec_tasks.models.rating import Features, ParamDict, split_params
 from metarec_tasks.params import RankingParams
@@ -37,7 +38,7 @@ def user_vectors(model, adapted: ParamDict, shared: ParamDict, user: Features) -
     """[T, dim] adapted user vectors; `user` holds one feature row per task."""
 
     def one_task(params, u):
-        return functional_call(model, {**shared, **params}, (u, None), {"part": "user"})
+        return stateless_call(model, {**shared, **params}, (u, None), {"part": "user"})
 
     return vmap(one_task)(adapted, user)
 
@@ -45,7 +46,7 @@ def user_vectors(model, adapted: ParamDict, shared: ParamDict, user: Features) -
 def item_table(model, shared: ParamDict) -> tuple[torch.Tensor, torch.Tensor]:
     """([n_items, dim] catalog item vectors, [n_items] biases) under the shared (never adapted) item
     tower."""
-    return functional_call(model, shared, (None, None), {"part": "table"})
+    return stateless_call(model, shared, (None, None), {"part": "table"})
 
 
 def score_items(
@@ -66,7 +67,7 @@ def score_items(
             return vectors @ table.T + bias
         bucket = batch.support.item[SUPPORT_BUCKET][:, 0]
         bias_scale, weight = vmap(
-            lambda p, b: functional_call(
+            lambda p, b: stateless_call(
                 model, {**shared, **p}, (None, {SUPPORT_BUCKET: b}), {"part": "weights"}
             )
         )(adapted, bucket)
