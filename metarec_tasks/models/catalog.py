@@ -31,7 +31,7 @@ class CatalogRows(nn.Module):
         return {name: getattr(self, _buffer(name)) for name in self.names}
 
 
-def at_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def gather_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """`table[rows]` ([*rows.shape, *row shape]) by `index_select`: its backward adds the rows'
     gradients with `index_add`, where indexing's backward, an accumulating `index_put`, was the
     largest part of a meta-step's backward (a catalog read per task row)."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from metarec_tasks.data.features import Vocabulary
-from metarec_tasks.models.catalog import ITEM_ROW, CatalogRows, at_rows
+from metarec_tasks.models.catalog import ITEM_ROW, CatalogRows, gather_rows
 from metarec_tasks.models.io import atomic_save, cpu_state, restore, safe_load
 from metarec_tasks.models.rating import Features
 from metarec_tasks.ranking.prior import PRIOR_KEY, SUPPORT_BUCKET, ItemPrior
@@ -104,7 +104,7 @@ class ItemTower(nn.Module):
     def at_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(vectors, biases) of catalog rows `rows` (any shape)."""
         vectors, bias = self.table()
-        return at_rows(vectors, rows), at_rows(bias, rows)
+        return gather_rows(vectors, rows), gather_rows(bias, rows)
 
     def users(self, user: Features) -> torch.Tensor:
         cat = user["user_cat"]

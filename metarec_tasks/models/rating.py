@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarec_tasks.data.features import Vocabulary
-from metarec_tasks.models.catalog import ITEM_ROW, CatalogRows, at_rows
+from metarec_tasks.models.catalog import ITEM_ROW, CatalogRows, gather_rows
 from metarec_tasks.params import AdaptGroup, ModelParams
 
 MODEL_FORMAT = "metarec-model/2"  # 2: encoder submodule, learned algorithm state
@@ -104,7 +104,7 @@ class FeatureEncoder(nn.Module):
         per task would encode every item per task and step."""
         catalog = self.rows.features()
         if rows.numel() >= len(catalog["item_id"]):
-            return at_rows(self.items(catalog), rows)
+            return gather_rows(self.items(catalog), rows)
         return self.items({name: values[rows] for name, values in catalog.items()})
 
     def forward(self, user: Features, item: Features) -> torch.Tensor:
