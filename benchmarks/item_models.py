@@ -1,0 +1,390 @@
+"""Is there an item model beyond EASE on the ML-100K top-K protocol? (issues 13 and 14, a probe.)
+
+Every fused, selected or meta-learned ranker of `benchmarks/ml100k_topk.py` lands within ±0.006 of
+EASE's holdout Recall@20, and the fusion ceiling (`benchmarks/fusion_ceiling.py`) is +0.006. This
+probe asks whether the item-item side itself has headroom, on the same protocol, folds and users,
+each model's knobs chosen on the fold's validation users and the choice scored on its test users:
+
+- `ease`: the pipeline's baseline (λ × low-rating input weight);
+- `ease_like`: EASE plus β × each item's smoothed log like-rate (rated ≥ threshold / rated): the
+  target is a *liked* query item, EASE models a *watched* one;
+- `ease_watch_to_like`: an asymmetric EASE, every training rating as input, the liked ones as target;
+- `rp3beta`: the random-walk item-item model (Paudel et al. 2017), α × β;
+- `ease_episodic`: EASE's matrix meta-trained on episodes — a random support subset of a training
+  user's ratings as input, the rest of their liked items as the query, a full softmax over the
+  catalog, Adam, the best epoch by validation recall (a meta-learned item-item model, initialised
+  from the chosen EASE);
+- `ease_rating_mf`: EASE's z-score plus β × the z-score of an explicit biased-MF rating prediction
+  folded in per user from their support ratings (a per-user *like* signal EASE cannot read).
+
+    python -m benchmarks.item_models            # 5 folds
+    python -m benchmarks.item_models --folds 1  # one fold
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from benchmarks.protocol import Protocol, assign_roles, eligible_ratings, fold_tasks, user_folds
+from benchmarks.reports import load_average, write_report
+from metarec_tasks.data.episodes import QUERY, SUPPORT, TEST, VALIDATION
+from metarec_tasks.evaluation.metrics import mean_ci95
+from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
+from metarec_tasks.logs.movielens import read_movielens
+from metarec_tasks.params import load_params
+from metarec_tasks.ranking.baselines import EASE
+from metarec_tasks.selection.metrics import recall_per_user
+
+log = logging.getLogger("benchmarks.item_models")
+REPO = Path(__file__).resolve().parents[1]
+K = 20
+LIKE_BETAS = [0.0, 0.1, 0.2, 0.3, 0.5, 1.0]
+RP3_ALPHAS = [0.5, 1.0]
+RP3_BETAS = [0.0, 0.3, 0.5, 0.7]
+EPISODIC_LRS = [3e-5, 1e-4]
+EPISODIC_EPOCHS = 15
+EPISODIC_BATCH = 64
+EPISODIC_KEEP = (0.05, 0.9)  # a training episode keeps each rating in its support with a probability
+#                              drawn log-uniform in this range: supports of 1 to most of a user's items
+RATING_MF = [(8, 5.0), (16, 10.0)]  # (factors, ALS ridge)
+RATING_FOLD_IN_REGS = [3.0, 10.0]
+RATING_BETAS = [0.1, 0.2, 0.3, 0.5]
+ALS_ITERATIONS = 8
+
+
+@dataclass
+class Users:
+    """One set of evaluation users: what they read (support) and what is scored (query)."""
+
+    liked: np.ndarray  # [users, items] 1 for a support item rated ≥ threshold
+    low: np.ndarray  # ... rated below it
+    ratings: np.ndarray  # support ratings (0 = not rated)
+    relevant: list[set[int]]  # query items rated ≥ threshold
+    excluded: np.ndarray  # support items: never recommended back
+
+    def inputs(self, low_weight: float) -> np.ndarray:
+        return self.liked + low_weight * self.low
+
+    def recall(self, scores: np.ndarray) -> np.ndarray:
+        return recall_per_user(scores, self.excluded, self.relevant, K)
+
+
+def dense(frame: pd.DataFrame, users: list[str], n_items: int, values: np.ndarray) -> np.ndarray:
+    row = {u: k for k, u in enumerate(users)}
+    out = np.zeros((len(users), n_items), np.float32)
+    out[frame[USER_KEY].map(row).to_numpy(), frame["column"].to_numpy()] = values
+    return out
+
+
+def eval_users(part: pd.DataFrame, n_items: int, threshold: float) -> Users:
+    users = sorted(part[USER_KEY].unique())
+    support, query = part[part["role"] == SUPPORT], part[part["role"] == QUERY]
+    liked = dense(support[support["value"] >= threshold], users, n_items, 1.0)
+    low = dense(support[support["value"] < threshold], users, n_items, 1.0)
+    ratings = dense(support, users, n_items, support["value"].to_numpy())
+    hits = query[query["value"] >= threshold]
+    relevant = [set() for _ in users]
+    index = {u: k for k, u in enumerate(users)}
+    for user, column in zip(hits[USER_KEY], hits["column"], strict=True):
+        relevant[index[user]].add(int(column))
+    return Users(liked, low, ratings, relevant, (liked + low) > 0)
+
+
+def zscore(scores: np.ndarray) -> np.ndarray:
+    return (scores - scores.mean(1, keepdims=True)) / (scores.std(1, keepdims=True) + 1e-9)
+
+
+Model = Callable[[Users], np.ndarray]
+
+
+def choose(grid: dict[str, Model], val: Users) -> tuple[str, Model, float]:
+    """The knob setting with the best validation Recall@K (ties: the first)."""
+    scored = {name: float(np.nanmean(val.recall(model(val)))) for name, model in grid.items()}
+    best = max(scored, key=scored.get)
+    return best, grid[best], scored[best]
+
+
+def ease_grid(gram: np.ndarray, params, n_items: int) -> dict[str, Model]:
+    columns = np.arange(n_items)
+    grid = {}
+    for lam in params.selection.ease_lambdas:
+        weights = EASE.from_gram(gram, columns, lam, n_items).weights
+        for low_weight in params.selection.low_rating_weights:
+            grid[f"λ={lam:g} low={low_weight:g}"] = lambda u, w=weights, lw=low_weight: u.inputs(lw) @ w
+    return grid
+
+
+def watch_to_like(watched: np.ndarray, liked: np.ndarray, lam: float) -> np.ndarray:
+    """argmin ‖L − W·B‖² + λ‖B‖² with diag(B) = 0 (Lagrange multipliers per column, as in EASE)."""
+    watched64 = watched.astype(np.float64)
+    inverse = np.linalg.inv(watched64.T @ watched64 + lam * np.eye(watched.shape[1]))
+    weights = inverse @ (watched64.T @ liked)
+    weights -= inverse * (np.diag(weights) / np.diag(inverse))[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights.astype(np.float32)
+
+
+def rp3beta(watched: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    user_to_item = watched / np.maximum(watched.sum(1, keepdims=True), 1)
+    item_to_user = watched.T / np.maximum(watched.sum(0)[:, None], 1)
+    weights = (item_to_user**alpha) @ (user_to_item**alpha)
+    weights /= np.maximum(watched.sum(0), 1)[None, :] ** beta
+    np.fill_diagonal(weights, 0.0)
+    return weights.astype(np.float32)
+
+
+def episodic(
+    init: np.ndarray,
+    watched: np.ndarray,
+    liked: np.ndarray,
+    low_weight: float,
+    lr: float,
+    val: Users,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """EASE's matrix trained on support → query episodes of the training users (see the docstring);
+    returns (weights, item bias, best epoch, its validation recall) — epoch 0 is the EASE start."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.tensor(init, requires_grad=True)
+    bias = torch.zeros(init.shape[0], requires_grad=True)
+    optimizer = torch.optim.Adam([weights, bias], lr=lr)
+    watched_t, liked_t = torch.tensor(watched), torch.tensor(liked)
+    val_inputs = torch.tensor(val.inputs(low_weight))
+
+    def validation() -> float:
+        with torch.no_grad():
+            return float(np.nanmean(val.recall((val_inputs @ weights + bias).numpy())))
+
+    best = (validation(), 0, init, np.zeros(init.shape[0], np.float32))
+    low_keep, high_keep = EPISODIC_KEEP
+    for epoch in range(1, EPISODIC_EPOCHS + 1):
+        order = torch.randperm(len(watched), generator=generator)
+        for start in range(0, len(order), EPISODIC_BATCH):
+            rows = order[start : start + EPISODIC_BATCH]
+            w, like = watched_t[rows], liked_t[rows]
+            share = low_keep * torch.exp(
+                torch.rand(len(rows), 1, generator=generator) * math.log(high_keep / low_keep)
+            )
+            kept = (torch.rand(w.shape, generator=generator) < share) & (w > 0)
+            inputs = kept * (like + low_weight * (w - like))
+            target = like * ~kept
+            logits = (inputs @ weights + bias).masked_fill(kept, -1e9)
+            per_user = -(torch.log_softmax(logits, 1) * target).sum(1) / target.sum(1).clamp(min=1)
+            optimizer.zero_grad()
+            per_user.mean().backward()
+            optimizer.step()
+        value = validation()
+        if value > best[0]:
+            best = (value, epoch, weights.detach().numpy().copy(), bias.detach().numpy().copy())
+    return best[2], best[3], best[1], best[0]
+
+
+def rating_mf(ratings: np.ndarray, factors: int, reg: float) -> tuple[float, np.ndarray]:
+    """Biased MF of explicit ratings by ALS: (global mean, [items, factors + 1] factors and bias)."""
+    rng = np.random.default_rng(0)
+    rated = ratings > 0
+    mean = float(ratings[rated].mean())
+    users = rng.normal(0, 0.1, (len(ratings), factors + 1))
+    items = rng.normal(0, 0.1, (ratings.shape[1], factors + 1))
+    ridge = reg * np.eye(factors + 1)
+    for _ in range(ALS_ITERATIONS):
+        design = np.hstack([users[:, :factors], np.ones((len(users), 1))])
+        for i in np.flatnonzero(rated.any(0)):
+            m = rated[:, i]
+            target = ratings[m, i] - mean - users[m, factors]
+            items[i] = np.linalg.solve(design[m].T @ design[m] + ridge, design[m].T @ target)
+        users = fold_in(mean, items, ratings, reg, full=True)
+    return mean, items
+
+
+def fold_in(
+    mean: float, items: np.ndarray, ratings: np.ndarray, reg: float, full: bool = False
+) -> np.ndarray:
+    """Each user's [factors, bias] by ridge on their ratings' residuals (`full`: the ALS user step)."""
+    factors = items.shape[1] - 1
+    design = np.hstack([items[:, :factors], np.ones((len(items), 1))])
+    ridge = reg * np.eye(factors + 1)
+    out = np.zeros((len(ratings), factors + 1))
+    for u in range(len(ratings)):
+        m = ratings[u] > 0
+        target = ratings[u, m] - mean - items[m, factors]
+        out[u] = np.linalg.solve(design[m].T @ design[m] + ridge, design[m].T @ target)
+    return out
+
+
+def predicted_ratings(mean: float, items: np.ndarray, ratings: np.ndarray, reg: float) -> np.ndarray:
+    users = fold_in(mean, items, ratings, reg)
+    factors = items.shape[1] - 1
+    return mean + items[:, factors][None, :] + users[:, :factors] @ items[:, :factors].T + users[:, [factors]]
+
+
+def run_fold(
+    fold: int, ratings: pd.DataFrame, tasks, folds, protocol, params, seed: int
+) -> tuple[list, dict]:
+    threshold = params.evaluate.relevance_threshold
+    n_items = int(ratings["column"].max()) + 1
+    split = fold_tasks(tasks, folds, fold, protocol)
+    held = set(split.loc[split["split"].isin([TEST, VALIDATION]), USER_KEY])
+    train = ratings[~ratings[USER_KEY].isin(held)]
+    train_users = sorted(train[USER_KEY].unique())
+    watched = dense(train, train_users, n_items, 1.0)
+    liked = dense(train[train["value"] >= threshold], train_users, n_items, 1.0)
+    explicit = dense(train, train_users, n_items, train["value"].to_numpy())
+    val = eval_users(split[split["split"] == VALIDATION], n_items, threshold)
+    test = eval_users(split[split["split"] == TEST], n_items, threshold)
+
+    chosen: dict[str, tuple[str, Model, float]] = {}
+    gram = watched.astype(np.float64).T @ watched
+    chosen["ease"] = choose(ease_grid(gram, params, n_items), val)
+    ease_knobs, ease_model, _ = chosen["ease"]
+    lam = float(ease_knobs.split()[0].split("=")[1])
+    low_weight = float(ease_knobs.split()[1].split("=")[1])
+    ease_weights = EASE.from_gram(gram, np.arange(n_items), lam, n_items).weights
+
+    like_rate = np.log((liked.sum(0) + 1) / (watched.sum(0) + 2))
+    like_rate = (like_rate - like_rate.mean()) / like_rate.std()
+    chosen["ease_like"] = choose(
+        {
+            f"{ease_knobs} β={b:g}": lambda u, b=b: zscore(ease_model(u)) + b * like_rate[None, :]
+            for b in LIKE_BETAS
+        },
+        val,
+    )
+    grid = {}
+    for lam_ in params.selection.ease_lambdas:
+        weights = watch_to_like(watched, liked, lam_)
+        for lw in [*params.selection.low_rating_weights, 1.0]:
+            grid[f"λ={lam_:g} low={lw:g}"] = lambda u, w=weights, lw=lw: u.inputs(lw) @ w
+    chosen["ease_watch_to_like"] = choose(grid, val)
+    grid = {}
+    for alpha in RP3_ALPHAS:
+        for beta in RP3_BETAS:
+            weights = rp3beta(watched, alpha, beta)
+            for lw in params.selection.low_rating_weights:
+                grid[f"α={alpha:g} β={beta:g} low={lw:g}"] = lambda u, w=weights, lw=lw: u.inputs(lw) @ w
+    chosen["rp3beta"] = choose(grid, val)
+
+    best_episodic = None
+    for lr in EPISODIC_LRS:
+        weights, bias, epoch, value = episodic(ease_weights, watched, liked, low_weight, lr, val, seed + fold)
+        log.info("fold %d episodic lr %g: best epoch %d, validation %.4f", fold, lr, epoch, value)
+        if best_episodic is None or value > best_episodic[2]:
+            knobs = f"{ease_knobs} lr={lr:g} epoch={epoch}"
+            best_episodic = (knobs, lambda u, w=weights, b=bias: u.inputs(low_weight) @ w + b, value)
+    chosen["ease_episodic"] = best_episodic
+
+    grid = {}
+    for factors, reg in RATING_MF:
+        mean, items = rating_mf(explicit, factors, reg)
+        for fold_reg in RATING_FOLD_IN_REGS:
+            for beta in RATING_BETAS:
+                grid[f"{ease_knobs} mf={factors}/{reg:g} fold-in={fold_reg:g} β={beta:g}"] = (
+                    lambda u, m=mean, it=items, r=fold_reg, b=beta: (
+                        zscore(ease_model(u)) + b * zscore(predicted_ratings(m, it, u.ratings, r))
+                    )
+                )
+    chosen["ease_rating_mf"] = choose(grid, val)
+
+    rows, info = [], {"fold": fold, "knobs": {}, "validation": {}}
+    users = sorted(split.loc[split["split"] == TEST, USER_KEY].unique())
+    for name, (knobs, model, value) in chosen.items():
+        info["knobs"][name], info["validation"][name] = knobs, value
+        for user, recall in zip(users, test.recall(model(test)), strict=True):
+            if np.isfinite(recall):
+                rows.append({"fold": fold, USER_KEY: user, "model": name, f"recall@{K}": recall})
+        log.info("fold %d %s (%s): validation %.4f", fold, name, knobs, value)
+    return rows, info
+
+
+def build_report(frame: pd.DataFrame, infos: list[dict], args, started: float) -> dict:
+    table = frame.pivot_table(index=[USER_KEY, "fold"], columns="model", values=f"recall@{K}")
+    overall = {}
+    for name in table.columns:
+        mean, half = mean_ci95(table[name].to_numpy())
+        diff = table[name] - table["ease"]
+        differs = bool((diff != 0).any())
+        overall[name] = {
+            "validation": float(np.mean([i["validation"][name] for i in infos])),
+            f"recall@{K}": mean,
+            "ci95": half,
+            "minus_ease": float(diff.mean()),
+            "wilcoxon_p": float(stats.wilcoxon(table[name], table["ease"]).pvalue) if differs else 1.0,
+        }
+    return {
+        "command": "python -m benchmarks.item_models " + " ".join(sys.argv[1:]),
+        "folds_run": len(infos),
+        "users": len(table),
+        "seconds": time.perf_counter() - started,
+        "load_average": args.load_average,
+        "overall": overall,
+        "folds": infos,
+    }
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Item models beyond EASE? ML-100K top-K protocol",
+        "",
+        f"Command: `{report['command']}` — {report['folds_run']} fold(s), {report['users']} test users, "
+        f"{report['seconds']:.0f} s, load average before the run {report['load_average']}. Each model's "
+        "knobs chosen on the fold's validation users (`benchmarks/item_models.py` says what each is); "
+        f"holdout = the test users; p: Wilcoxon, paired over test users, against EASE.",
+        "",
+        f"| model | validation | holdout Recall@{K} | − EASE | p |",
+        "|---|---|---|---|---|",
+    ]
+    for name, e in sorted(report["overall"].items(), key=lambda kv: -kv[1][f"recall@{K}"]):
+        lines.append(
+            f"| {name} | {e['validation']:.4f} | {e[f'recall@{K}']:.4f} ± {e['ci95']:.4f} "
+            f"| {e['minus_ease']:+.4f} | {e['wilcoxon_p']:.2g} |"
+        )
+    lines += ["", "Knobs chosen per fold:", ""]
+    for info in report["folds"]:
+        lines.append(f"- fold {info['fold']}: " + "; ".join(f"{n} {k}" for n, k in info["knobs"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ml-100k")
+    parser.add_argument("--folds", type=int, default=None, help="run only the first N folds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "item_models.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(1)
+    params = load_params(REPO / "params.yaml", {"source.kind": "movielens"})
+    ratings = read_movielens(args.data).ratings
+    columns = {item: k for k, item in enumerate(sorted(ratings[ITEM_KEY].unique()))}
+    ratings = ratings.assign(column=ratings[ITEM_KEY].map(columns))
+    protocol = Protocol(seed=args.seed)
+    tasks = assign_roles(eligible_ratings(ratings, protocol), protocol)
+    folds = user_folds(sorted(tasks[USER_KEY].unique()), protocol)
+    args.load_average = load_average()
+    started = time.perf_counter()
+    rows, infos = [], []
+    for fold in range(args.folds or protocol.folds):
+        fold_rows, info = run_fold(fold, ratings, tasks, folds, protocol, params, args.seed)
+        rows += fold_rows
+        infos.append(info)
+        report = build_report(pd.DataFrame(rows), infos, args, started)
+        write_report(args.out, report, markdown(report))
+    log.info("\n%s", markdown(report))
+
+
+if __name__ == "__main__":
+    main()
