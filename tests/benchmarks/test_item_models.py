@@ -1,0 +1,64 @@
+"""The item-model probe: its asymmetric EASE is EASE when the target is the input, the episodic
+trainer returns its best validated epoch (epoch 0 = the EASE start), and the report's differences
+are against EASE, paired over test users."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.item_models import Users, build_report, episodic, markdown, watch_to_like
+from metarec_tasks.logs.contract import USER_KEY
+from metarec_tasks.ranking.baselines import EASE
+
+
+def interactions(users: int = 40, items: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((users, items)) < 0.3).astype(np.float32)
+
+
+def test_watch_to_like_is_ease_when_the_target_is_the_input():
+    watched = interactions()
+    ease = EASE(watched, 5.0, max_items=100).weights
+    assert np.allclose(watch_to_like(watched, watched, 5.0), ease, atol=1e-5)
+    assert np.all(np.diag(watch_to_like(watched, interactions(seed=1), 5.0)) == 0)
+
+
+def test_episodic_training_returns_its_best_validated_epoch_or_the_ease_start():
+    watched = interactions()
+    init = EASE(watched, 5.0, max_items=100).weights
+    val = Users(
+        liked=watched[:8],
+        low=np.zeros_like(watched[:8]),
+        ratings=watched[:8] * 5,
+        relevant=[{u % 12} for u in range(8)],
+        excluded=np.zeros_like(watched[:8], dtype=bool),
+    )
+    start = np.nanmean(val.recall(val.inputs(0.0) @ init))
+    weights, bias, epoch, value = episodic(init, watched, watched, 0.0, 0.05, val, seed=0)
+    assert value >= start
+    assert np.nanmean(val.recall(val.inputs(0.0) @ weights + bias)) == pytest.approx(value)
+    if epoch == 0:
+        assert np.array_equal(weights, init) and not bias.any()
+    else:
+        assert not np.array_equal(weights, init)
+
+
+def test_report_compares_every_model_with_ease_paired_over_users():
+    recall = {"ease": [0.5, 0.0, 1.0, 0.5] * 3, "better": [1.0, 0.5, 1.0, 1.0] * 3}
+    frame = pd.DataFrame(
+        [
+            {"fold": 0, USER_KEY: f"u{u}", "model": model, "recall@20": value}
+            for model, values in recall.items()
+            for u, value in enumerate(values)
+        ]
+    )
+    infos = [{"fold": 0, "knobs": {"ease": "λ=1", "better": "x"}, "validation": {"ease": 0.4, "better": 0.6}}]
+    report = build_report(frame, infos, types.SimpleNamespace(load_average="0"), 0.0)
+    assert report["overall"]["ease"]["minus_ease"] == 0.0 and report["overall"]["ease"]["wilcoxon_p"] == 1.0
+    assert report["overall"]["better"]["minus_ease"] == pytest.approx(0.375)
+    assert report["overall"]["better"]["wilcoxon_p"] < 0.05
+    assert "| better | 0.6000 |" in markdown(report)
