@@ -8,6 +8,8 @@ each model's knobs chosen on the fold's validation users and the choice scored o
 - `ease`: the pipeline's baseline (λ × low-rating input weight);
 - `ease_like`: EASE plus β × each item's smoothed log like-rate (rated ≥ threshold / rated): the
   target is a *liked* query item, EASE models a *watched* one;
+- `ease_dropout`: EASE with a ridge of λ + κ × each item's own count (the closed form of EASE trained
+  on inputs with dropout, Steck 2020's denoising view): popular items' self-weights shrunk more;
 - `ease_watch_to_like`: an asymmetric EASE, every training rating as input, the liked ones as target;
 - `rp3beta`: the random-walk item-item model (Paudel et al. 2017), α × β;
 - `ease_episodic`: EASE's matrix meta-trained on episodes — a random support subset of a training
@@ -53,6 +55,7 @@ K = 20
 LIKE_BETAS = [0.0, 0.1, 0.2, 0.3, 0.5, 1.0]
 RP3_ALPHAS = [0.5, 1.0]
 RP3_BETAS = [0.0, 0.3, 0.5, 0.7]
+DROPOUT_KAPPAS = [0.25, 0.5, 1.0, 2.0, 4.0]  # κ; κ = 0 is EASE
 EPISODIC_LRS = [3e-5, 1e-4]
 EPISODIC_EPOCHS = 15
 EPISODIC_BATCH = 64
@@ -124,6 +127,14 @@ def ease_grid(gram: np.ndarray, params, n_items: int) -> dict[str, Model]:
         for low_weight in params.selection.low_rating_weights:
             grid[f"λ={lam:g} low={low_weight:g}"] = lambda u, w=weights, lw=low_weight: u.inputs(lw) @ w
     return grid
+
+
+def dropout_ease(gram: np.ndarray, lam: float, kappa: float) -> np.ndarray:
+    """EASE with the ridge λ + κ·diag(G): what dropout on the inputs adds to the Gram in expectation."""
+    inverse = np.linalg.inv(gram + np.diag(lam + kappa * np.diag(gram)))
+    weights = -inverse / np.diag(inverse)
+    np.fill_diagonal(weights, 0.0)
+    return weights.astype(np.float32)
 
 
 def watch_to_like(watched: np.ndarray, liked: np.ndarray, lam: float) -> np.ndarray:
@@ -262,6 +273,13 @@ def run_fold(
         },
         val,
     )
+    grid = {}
+    for lam_ in params.selection.ease_lambdas:
+        for kappa in DROPOUT_KAPPAS:
+            weights = dropout_ease(gram, lam_, kappa)
+            for lw in params.selection.low_rating_weights:
+                grid[f"λ={lam_:g} κ={kappa:g} low={lw:g}"] = lambda u, w=weights, lw=lw: u.inputs(lw) @ w
+    chosen["ease_dropout"] = choose(grid, val)
     grid = {}
     for lam_ in params.selection.ease_lambdas:
         weights = watch_to_like(watched, liked, lam_)
