@@ -10,6 +10,10 @@ each model's knobs chosen on the fold's validation users and the choice scored o
   target is a *liked* query item, EASE models a *watched* one;
 - `ease_dropout`: EASE with a ridge of λ + κ × each item's own count (the closed form of EASE trained
   on inputs with dropout, Steck 2020's denoising view): popular items' self-weights shrunk more;
+- `ease_meta_ridge`: from `ease_dropout`'s choice, a ridge per item meta-learned through EASE's
+  closed form: the inner loop is the exact fit on the training users outside a cross-fitting fold,
+  the outer loss the query loss of that fold's users' episodes (as `ease_episodic`'s), Adam, the
+  best step by validation recall (a closed-form inner loop, as R2-D2 learns its λ);
 - `ease_watch_to_like`: an asymmetric EASE, every training rating as input, the liked ones as target;
 - `rp3beta`: the random-walk item-item model (Paudel et al. 2017), α × β;
 - `ease_episodic`: EASE's matrix meta-trained on episodes — a random support subset of a training
@@ -57,6 +61,11 @@ RP3_ALPHAS = [0.5, 1.0]
 RP3_BETAS = [0.0, 0.3, 0.5, 0.7]
 DROPOUT_KAPPAS = [0.25, 0.5, 1.0, 2.0, 4.0]  # κ; κ = 0 is EASE
 EPISODIC_LRS = [3e-5, 1e-4]
+META_RIDGE_FOLDS = 5  # cross-fitting folds of the training users
+META_RIDGE_STEPS = 100  # outer steps, one fold's users each
+META_RIDGE_EVERY = 10  # steps between validation checks
+META_RIDGE_LR = 0.05
+META_RIDGE_SCALE = 5.0  # the query softmax's starting inverse temperature (learned)
 EPISODIC_EPOCHS = 15
 EPISODIC_BATCH = 64
 EPISODIC_KEEP = (0.05, 0.9)  # a training episode keeps each rating in its support with a probability
@@ -129,9 +138,11 @@ def ease_grid(gram: np.ndarray, params, n_items: int) -> dict[str, Model]:
     return grid
 
 
-def dropout_ease(gram: np.ndarray, lam: float, kappa: float) -> np.ndarray:
-    """EASE with the ridge λ + κ·diag(G): what dropout on the inputs adds to the Gram in expectation."""
-    inverse = np.linalg.inv(gram + np.diag(lam + kappa * np.diag(gram)))
+def dropout_ease(gram: np.ndarray, lam: float, kappa: float, ridge: np.ndarray | None = None) -> np.ndarray:
+    """EASE with the ridge λ + κ·diag(G) (what dropout on the inputs adds to the Gram in
+    expectation), or with the per-item `ridge` given."""
+    ridge = lam + kappa * np.diag(gram) if ridge is None else ridge
+    inverse = np.linalg.inv(gram + np.diag(ridge))
     weights = -inverse / np.diag(inverse)
     np.fill_diagonal(weights, 0.0)
     return weights.astype(np.float32)
@@ -154,6 +165,74 @@ def rp3beta(watched: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     weights /= np.maximum(watched.sum(0), 1)[None, :] ** beta
     np.fill_diagonal(weights, 0.0)
     return weights.astype(np.float32)
+
+
+def draw_episodes(
+    watched: torch.Tensor, liked: torch.Tensor, low_weight: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs, kept, target) of one episode per user row: each rating kept in the support with a
+    probability drawn log-uniform in `EPISODIC_KEEP`, the rest of the liked items the query."""
+    low_keep, high_keep = EPISODIC_KEEP
+    draw = torch.rand(len(watched), 1, generator=generator)
+    share = low_keep * torch.exp(draw * math.log(high_keep / low_keep))
+    kept = (torch.rand(watched.shape, generator=generator) < share) & (watched > 0)
+    return kept * (liked + low_weight * (watched - liked)), kept, liked * ~kept
+
+
+def query_loss(logits: torch.Tensor, kept: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[users] mean softmax loss of each user's query items over the catalog minus their support."""
+    log_p = torch.log_softmax(logits.masked_fill(kept, -1e9), 1)
+    return -(log_p * target).sum(1) / target.sum(1).clamp(min=1)
+
+
+def closed_form_ease(gram: torch.Tensor, log_ridge: torch.Tensor) -> torch.Tensor:
+    """EASE's weights for a per-item ridge exp(log_ridge), differentiable in it."""
+    inverse = torch.linalg.inv(gram + torch.diag(torch.exp(log_ridge)))
+    weights = -inverse / torch.diagonal(inverse)[None, :]
+    return weights - torch.diag(torch.diagonal(weights))
+
+
+def meta_ridge(
+    gram: np.ndarray,
+    watched: np.ndarray,
+    liked: np.ndarray,
+    ridge: np.ndarray,
+    low_weight: float,
+    val: Users,
+    seed: int,
+) -> tuple[np.ndarray, int, float]:
+    """EASE's per-item ridge meta-learned through the closed form (the inner loop is EASE's exact
+    fit, the outer loss the query loss of training users' episodes). A user's episodes read the fit
+    without their cross-fitting fold, as a new user would; returns (ridge, best step, validation)."""
+    generator = torch.Generator().manual_seed(seed)
+    fold = np.random.default_rng(seed).integers(0, META_RIDGE_FOLDS, len(watched))
+    full = torch.tensor(gram, dtype=torch.float32)
+    without = [
+        full - torch.tensor(watched[fold == k].T @ watched[fold == k], dtype=torch.float32)
+        for k in range(META_RIDGE_FOLDS)
+    ]
+    log_ridge = torch.tensor(np.log(ridge), dtype=torch.float32, requires_grad=True)
+    log_scale = torch.tensor(math.log(META_RIDGE_SCALE), requires_grad=True)  # softmax temperature
+    optimizer = torch.optim.Adam([log_ridge, log_scale], lr=META_RIDGE_LR)
+    watched_t, liked_t = torch.tensor(watched), torch.tensor(liked)
+    val_inputs = torch.tensor(val.inputs(low_weight))
+
+    def validation() -> float:
+        with torch.no_grad():
+            return float(np.nanmean(val.recall((val_inputs @ closed_form_ease(full, log_ridge)).numpy())))
+
+    best = (validation(), 0, ridge)
+    for step in range(1, META_RIDGE_STEPS + 1):
+        k = step % META_RIDGE_FOLDS
+        rows = torch.as_tensor(np.flatnonzero(fold == k))
+        inputs, kept, target = draw_episodes(watched_t[rows], liked_t[rows], low_weight, generator)
+        logits = torch.exp(log_scale) * (inputs @ closed_form_ease(without[k], log_ridge))
+        optimizer.zero_grad()
+        query_loss(logits, kept, target).mean().backward()
+        optimizer.step()
+        if step % META_RIDGE_EVERY == 0 and (value := validation()) > best[0]:
+            best = (value, step, torch.exp(log_ridge).detach().numpy().astype(np.float64))
+    return best[2], best[1], best[0]
 
 
 def episodic(
@@ -179,20 +258,12 @@ def episodic(
             return float(np.nanmean(val.recall((val_inputs @ weights + bias).numpy())))
 
     best = (validation(), 0, init, np.zeros(init.shape[0], np.float32))
-    low_keep, high_keep = EPISODIC_KEEP
     for epoch in range(1, EPISODIC_EPOCHS + 1):
         order = torch.randperm(len(watched), generator=generator)
         for start in range(0, len(order), EPISODIC_BATCH):
             rows = order[start : start + EPISODIC_BATCH]
-            w, like = watched_t[rows], liked_t[rows]
-            share = low_keep * torch.exp(
-                torch.rand(len(rows), 1, generator=generator) * math.log(high_keep / low_keep)
-            )
-            kept = (torch.rand(w.shape, generator=generator) < share) & (w > 0)
-            inputs = kept * (like + low_weight * (w - like))
-            target = like * ~kept
-            logits = (inputs @ weights + bias).masked_fill(kept, -1e9)
-            per_user = -(torch.log_softmax(logits, 1) * target).sum(1) / target.sum(1).clamp(min=1)
+            inputs, kept, target = draw_episodes(watched_t[rows], liked_t[rows], low_weight, generator)
+            per_user = query_loss(inputs @ weights + bias, kept, target)
             optimizer.zero_grad()
             per_user.mean().backward()
             optimizer.step()
@@ -280,6 +351,16 @@ def run_fold(
             for lw in params.selection.low_rating_weights:
                 grid[f"λ={lam_:g} κ={kappa:g} low={lw:g}"] = lambda u, w=weights, lw=lw: u.inputs(lw) @ w
     chosen["ease_dropout"] = choose(grid, val)
+    dropout_knobs = dict(kv.split("=") for kv in chosen["ease_dropout"][0].split())
+    start = float(dropout_knobs["λ"]) + float(dropout_knobs["κ"]) * np.diag(gram)
+    low_start = float(dropout_knobs["low"])
+    ridge, step, value = meta_ridge(gram, watched, liked, start, low_start, val, seed + fold)
+    weights = dropout_ease(gram, 0.0, 0.0, ridge)
+    chosen["ease_meta_ridge"] = (
+        f"from {chosen['ease_dropout'][0]}, step {step}",
+        lambda u, w=weights: u.inputs(low_start) @ w,
+        value,
+    )
     grid = {}
     for lam_ in params.selection.ease_lambdas:
         weights = watch_to_like(watched, liked, lam_)
