@@ -9,8 +9,17 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from benchmarks.item_models import Users, build_report, episodic, markdown, watch_to_like
+from benchmarks.item_models import (
+    Users,
+    build_report,
+    closed_form_ease,
+    dropout_ease,
+    episodic,
+    markdown,
+    watch_to_like,
+)
 from metarec_tasks.logs.contract import USER_KEY
 from metarec_tasks.ranking.baselines import EASE
 
@@ -25,6 +34,16 @@ def test_watch_to_like_is_ease_when_the_target_is_the_input():
     ease = EASE(watched, 5.0, max_items=100).weights
     assert np.allclose(watch_to_like(watched, watched, 5.0), ease, atol=1e-5)
     assert np.all(np.diag(watch_to_like(watched, interactions(seed=1), 5.0)) == 0)
+
+
+def test_the_ridge_variants_are_ease_at_a_constant_ridge():
+    watched = interactions()
+    ease = EASE(watched, 5.0, max_items=100).weights
+    gram = watched.astype(np.float64).T @ watched
+    assert np.allclose(dropout_ease(gram, 5.0, 0.0), ease, atol=1e-5)
+    learned = closed_form_ease(torch.tensor(gram, dtype=torch.float32), torch.full((12,), float(np.log(5.0))))
+    assert np.allclose(learned.numpy(), ease, atol=1e-4)
+    assert not np.allclose(dropout_ease(gram, 5.0, 1.0), ease, atol=1e-3)  # κ shrinks popular items more
 
 
 def test_episodic_training_returns_its_best_validated_epoch_or_the_ease_start():
