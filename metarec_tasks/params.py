@@ -203,6 +203,7 @@ class SelectionParams(_Strict):
 
     ease_lambdas: list[float] = Field(min_length=1)
     ease_max_items: int = Field(ge=1)
+    ease_dropout_kappas: list[Annotated[float, Field(gt=0)]]  # [] = no `ease_dropout` candidate
     low_rating_weights: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1)
     prior_scales: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)  # a ranker's prior term × this
     knn_neighbors: list[int] = Field(min_length=1)

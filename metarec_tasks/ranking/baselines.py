@@ -9,7 +9,9 @@
 - `EASE` (Steck 2019): closed-form item-item ridge regression with a zero diagonal,
   B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹; a user's scores are their support row times B. The
   inverse is dense in the catalog size, so above `max_items` items it is fitted on the `max_items`
-  most popular ones and every other item scores below them (a logged rule, not an OOM).
+  most popular ones and every other item scores below them (a logged rule, not an OOM). With
+  `kappa` > 0 the ridge is λ + κ·diag(XᵀX): the closed form of EASE trained on inputs with dropout
+  (Steck 2020, "Autoencoders that don't overfit towards the identity"), popular items shrunk more.
 Each returns [users, n_items] scores; exclusions (support, unavailable) are applied by the caller.
 Their knobs are chosen on validation users (`metarec_tasks/selection/candidates.py`).
 """
@@ -164,21 +166,23 @@ class ItemKNN:
 class EASE:
     """Fitted once on the training users' implicit matrix; scores any support rows."""
 
-    def __init__(self, train: np.ndarray, lam: float, max_items: int):
+    def __init__(self, train: np.ndarray, lam: float, max_items: int, kappa: float = 0.0):
         columns = pooled_columns(item_counts(train), max_items)
-        self._fit(binary_gram(train, columns), columns, lam, train.shape[1])
+        self._fit(binary_gram(train, columns), columns, lam, train.shape[1], kappa)
 
     @classmethod
-    def from_gram(cls, gram: np.ndarray, columns: np.ndarray, lam: float, n_items: int) -> EASE:
+    def from_gram(
+        cls, gram: np.ndarray, columns: np.ndarray, lam: float, n_items: int, kappa: float = 0.0
+    ) -> EASE:
         """The fit from a `binary_gram` over `columns`: several λ, or several user subsets (a Gram
         is a sum over users), without rereading the users × items matrix."""
         ease = cls.__new__(cls)
-        ease._fit(gram, columns, lam, n_items)
+        ease._fit(gram, columns, lam, n_items, kappa)
         return ease
 
-    def _fit(self, gram: np.ndarray, columns: np.ndarray, lam: float, n_items: int) -> None:
+    def _fit(self, gram: np.ndarray, columns: np.ndarray, lam: float, n_items: int, kappa: float) -> None:
         self.columns = columns
-        inverse = np.linalg.inv(gram + lam * np.eye(len(columns)))
+        inverse = np.linalg.inv(gram + np.diag(lam + kappa * np.diag(gram)))
         self.weights = (-inverse / np.diag(inverse)).astype(np.float32)
         np.fill_diagonal(self.weights, 0.0)
         self.n_items = n_items

@@ -7,6 +7,7 @@ their inner learning rate and epochs are chosen on validation users too).
 | `model` | meta | meta-training's best epoch; the scale of its prior (`selection.prior_scales`) |
 | `rank_pretrained_finetuned` | transfer | inner learning rate (`selection.transfer_inner_lrs`), prior scale |
 | `ease` | baseline | λ (`selection.ease_lambdas`) |
+| `ease_dropout` | baseline | λ × κ (`selection.ease_dropout_kappas`; none: no such candidate) |
 | `popularity_mf` | baseline | factors × ridge (`selection.mf_dims`, `selection.mf_regs`) |
 | `item_knn` | baseline | neighbours (`selection.knn_neighbors`) |
 | `popularity` | baseline | — |
@@ -151,15 +152,22 @@ def night_candidates(
         return bl.FoldInMF(train_sparse, dim, reg, seed=params.run.seed)
 
     @functools.cache
-    def fit_ease(lam: float) -> bl.EASE:
-        return bl.EASE(train, lam, sp.ease_max_items)
+    def ease_gram() -> tuple[np.ndarray, np.ndarray]:
+        """(pooled columns, their binary Gram): one pass over the users for every EASE fit."""
+        columns = bl.pooled_columns(bl.item_counts(train), sp.ease_max_items)
+        return columns, bl.binary_gram(train, columns)
+
+    @functools.lru_cache(maxsize=1)  # the grids vary the low-rating weight innermost: one dense fit held
+    def fit_ease(lam: float, kappa: float = 0.0) -> bl.EASE:
+        columns, gram = ease_gram()
+        return bl.EASE.from_gram(gram, columns, lam, n_items, kappa)
 
     def mf(dim: int, reg: float, low_weight: float) -> Scorer:
         model = fit_mf(dim, reg)
         return lambda support: model.scores(support_rows(support, n_items, low_weight, weighted=True))
 
-    def ease(lam: float, low_weight: float) -> Scorer:
-        model = fit_ease(lam)
+    def ease(lam: float, low_weight: float, kappa: float = 0.0) -> Scorer:
+        model = fit_ease(lam, kappa)
         return lambda support: model.scores(support_rows(support, n_items, low_weight))
 
     def item_knn(neighbors: int, low_weight: float) -> Scorer:
@@ -172,6 +180,10 @@ def night_candidates(
         return lambda prior_scale=1.0: ranker_scorer(model, algorithm, ctx, steps, chunk, device, prior_scale)
 
     scales = {"prior_scale": sp.prior_scales} if ctx.prior is not None else {}
+    dropout = {"lam": sp.ease_lambdas, "kappa": sp.ease_dropout_kappas, "low_weight": low}
+    ease_dropout = (
+        [tuned("ease_dropout", "baseline", ease, dropout, val, excluded, k)] if dropout["kappa"] else []
+    )
     metas = [
         tuned(name, "meta", meta(model, alg), scales, val, excluded, k)
         for name, (model, alg) in rankers.items()
@@ -182,6 +194,7 @@ def night_candidates(
             TRANSFER, "transfer", transfer, {"inner_lr": sp.transfer_inner_lrs, **scales}, val, excluded, k
         ),
         tuned("ease", "baseline", ease, {"lam": sp.ease_lambdas, "low_weight": low}, val, excluded, k),
+        *ease_dropout,
         tuned(
             "popularity_mf",
             "baseline",

@@ -16,7 +16,7 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path):
     out = tmp_path / "topk.json"
     report = run_quick_ml100k_benchmark("ml100k_topk", out, "--buckets", "1", "5")
     overall = report["overall"]
-    singles = {"popularity", "popularity_mf", "item_knn", "ease", "rank_pretrained_finetuned"}
+    singles = {"popularity", "popularity_mf", "item_knn", "ease", "ease_dropout", "rank_pretrained_finetuned"}
     assert singles | {"blend", "selected"} <= set(overall)
     assert report["best_meta_model"] in overall
     users = {e["users"] for e in overall.values()}

@@ -36,3 +36,14 @@ def test_a_fit_without_some_users_is_the_gram_minus_theirs():
     whole = bl.EASE(train, 10.0, max_items=8)
     assert np.array_equal(bl.EASE.from_gram(gram, columns, 10.0, train.shape[1]).weights, whole.weights)
     assert np.array_equal(whole.columns, columns) and whole.scores(train[:3]).shape == (3, 12)
+
+
+def test_dropout_ease_is_ease_with_a_ridge_growing_with_the_item_count():
+    train = implicit()
+    columns = np.arange(train.shape[1])
+    gram = bl.binary_gram(train, columns)
+    dropout = bl.EASE.from_gram(gram, columns, 10.0, train.shape[1], kappa=0.5)
+    folded = bl.EASE.from_gram(gram + np.diag(0.5 * np.diag(gram)), columns, 10.0, train.shape[1])
+    assert np.allclose(dropout.weights, folded.weights, atol=1e-6)  # λ + κ·count on the diagonal
+    assert not np.allclose(dropout.weights, bl.EASE.from_gram(gram, columns, 10.0, train.shape[1]).weights)
+    assert np.array_equal(bl.EASE(train, 10.0, 12, kappa=0.5).weights, dropout.weights)

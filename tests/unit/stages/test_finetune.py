@@ -41,13 +41,24 @@ def test_finetune_loads_the_data_once_and_writes_every_table(trained, monkeypatc
     assert counts["holdout_rows"] == len(holdout) > 0
 
     topk = pd.read_parquet(trained.holdout_topk)
-    expected = {"model", "rank_pretrained_finetuned", "ease", "popularity", "popularity_mf", "item_knn"}
+    expected = {
+        "model",
+        "rank_pretrained_finetuned",
+        "ease",
+        "ease_dropout",
+        "popularity",
+        "popularity_mf",
+        "item_knn",
+    }
     assert set(topk["predictor"]) == expected | {"blend", "student", "selected"}
     selection = json.loads(trained.selection.read_text())
     assert selection["challenger"] in expected | {"blend", "student"}
     student = selection["candidates"]["student"]
     assert student["kind"] == "student" and student["knobs"]["teacher"] in expected | {"blend"}
     assert {t["temperature"] for t in student["tried"]} == set(params.distill.temperatures)
+    assert {t["kappa"] for t in selection["candidates"]["ease_dropout"]["tried"]} == set(
+        params.selection.ease_dropout_kappas
+    )
     tasks = pd.read_parquet(trained.tasks_file)
     support = tasks[(tasks["split"] == "test") & (tasks["role"] == "support")]
     seen = set(zip(support["user_id"].astype(str), support["item_id"].astype(str), strict=True))
