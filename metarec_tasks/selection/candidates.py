@@ -180,21 +180,22 @@ def night_candidates(
         return lambda prior_scale=1.0: ranker_scorer(model, algorithm, ctx, steps, chunk, device, prior_scale)
 
     scales = {"prior_scale": sp.prior_scales} if ctx.prior is not None else {}
-    dropout = {"lam": sp.ease_lambdas, "kappa": sp.ease_dropout_kappas, "low_weight": low}
-    ease_dropout = (
-        [tuned("ease_dropout", "baseline", ease, dropout, val, excluded, k)] if dropout["kappa"] else []
-    )
     metas = [
         tuned(name, "meta", meta(model, alg), scales, val, excluded, k)
         for name, (model, alg) in rankers.items()
     ]
-    return [
+    out = [
         *metas,
         tuned(
             TRANSFER, "transfer", transfer, {"inner_lr": sp.transfer_inner_lrs, **scales}, val, excluded, k
         ),
         tuned("ease", "baseline", ease, {"lam": sp.ease_lambdas, "low_weight": low}, val, excluded, k),
-        *ease_dropout,
+    ]
+    if sp.ease_dropout_kappas:
+        dropout = {"lam": sp.ease_lambdas, "kappa": sp.ease_dropout_kappas, "low_weight": low}
+        out.append(tuned("ease_dropout", "baseline", ease, dropout, val, excluded, k))
+    return [
+        *out,
         tuned(
             "popularity_mf",
             "baseline",
