@@ -287,14 +287,12 @@ def rating_mf(ratings: np.ndarray, factors: int, reg: float) -> tuple[float, np.
             m = rated[:, i]
             target = ratings[m, i] - mean - users[m, factors]
             items[i] = np.linalg.solve(design[m].T @ design[m] + ridge, design[m].T @ target)
-        users = fold_in(mean, items, ratings, reg, full=True)
+        users = fold_in(mean, items, ratings, reg)  # the ALS user step is the fold-in of every user
     return mean, items
 
 
-def fold_in(
-    mean: float, items: np.ndarray, ratings: np.ndarray, reg: float, full: bool = False
-) -> np.ndarray:
-    """Each user's [factors, bias] by ridge on their ratings' residuals (`full`: the ALS user step)."""
+def fold_in(mean: float, items: np.ndarray, ratings: np.ndarray, reg: float) -> np.ndarray:
+    """Each user's [factors, bias] by ridge on their ratings' residuals."""
     factors = items.shape[1] - 1
     design = np.hstack([items[:, :factors], np.ones((len(items), 1))])
     ridge = reg * np.eye(factors + 1)
