@@ -24,38 +24,32 @@ each model's knobs chosen on the fold's validation users and the choice scored o
   folded in per user from their support ratings (a per-user *like* signal EASE cannot read).
 
     python -m benchmarks.item_models            # 5 folds
-    python -m benchmarks.item_models --folds 1  # one fold
+    python -m benchmarks.item_models --folds 1  # one fold (options: benchmarks/ml100k_topk.py's)
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
-from benchmarks.protocol import Protocol, assign_roles, eligible_ratings, fold_tasks, user_folds
-from benchmarks.reports import load_average, write_report
+from benchmarks import ml100k_topk as topk
+from benchmarks.protocol import fold_tasks
 from metarec_tasks.data.episodes import QUERY, SUPPORT, TEST, VALIDATION
 from metarec_tasks.evaluation.metrics import mean_ci95
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
-from metarec_tasks.logs.movielens import read_movielens
-from metarec_tasks.params import load_params
-from metarec_tasks.ranking.baselines import EASE
+from metarec_tasks.ranking import baselines as bl
 from metarec_tasks.selection.metrics import recall_per_user
 
 log = logging.getLogger("benchmarks.item_models")
-REPO = Path(__file__).resolve().parents[1]
-K = 20
+K = topk.K
 LIKE_BETAS = [0.0, 0.1, 0.2, 0.3, 0.5, 1.0]
 RP3_ALPHAS = [0.5, 1.0]
 RP3_BETAS = [0.0, 0.3, 0.5, 0.7]
@@ -80,6 +74,7 @@ ALS_ITERATIONS = 8
 class Users:
     """One set of evaluation users: what they read (support) and what is scored (query)."""
 
+    users: list[str]  # the rows' user ids
     liked: np.ndarray  # [users, items] 1 for a support item rated ≥ threshold
     low: np.ndarray  # ... rated below it
     ratings: np.ndarray  # support ratings (0 = not rated)
@@ -111,7 +106,7 @@ def eval_users(part: pd.DataFrame, n_items: int, threshold: float) -> Users:
     index = {u: k for k, u in enumerate(users)}
     for user, column in zip(hits[USER_KEY], hits["column"], strict=True):
         relevant[index[user]].add(int(column))
-    return Users(liked, low, ratings, relevant, (liked + low) > 0)
+    return Users(users, liked, low, ratings, relevant, (liked + low) > 0)
 
 
 def zscore(scores: np.ndarray) -> np.ndarray:
@@ -119,33 +114,38 @@ def zscore(scores: np.ndarray) -> np.ndarray:
 
 
 Model = Callable[[Users], np.ndarray]
+Knobs = dict[str, float]
+Choice = tuple[Knobs, Model, float]  # a model's knobs, the model, its validation Recall@K
 
 
-def choose(grid: dict[str, Model], val: Users) -> tuple[str, Model, float]:
-    """The knob setting with the best validation Recall@K (ties: the first)."""
-    scored = {name: float(np.nanmean(val.recall(model(val)))) for name, model in grid.items()}
-    best = max(scored, key=scored.get)
-    return best, grid[best], scored[best]
+def choose(settings: Iterable[tuple[Knobs, Model]], val: Users) -> Choice:
+    """The setting with the best validation Recall@K (ties: the first); only the best is held."""
+    best: Choice | None = None
+    for knobs, model in settings:
+        value = float(np.nanmean(val.recall(model(val))))
+        if best is None or value > best[2]:
+            best = (knobs, model, value)
+    assert best is not None
+    return best
 
 
-def ease_grid(gram: np.ndarray, params, n_items: int) -> dict[str, Model]:
-    columns = np.arange(n_items)
-    grid = {}
-    for lam in params.selection.ease_lambdas:
-        weights = EASE.from_gram(gram, columns, lam, n_items).weights
-        for low_weight in params.selection.low_rating_weights:
-            grid[f"λ={lam:g} low={low_weight:g}"] = lambda u, w=weights, lw=low_weight: u.inputs(lw) @ w
-    return grid
+def item_item(fits: Iterable[tuple[Knobs, np.ndarray]], low_weights: list[float]):
+    """Every (knobs, item-item weights) fit read at every low-rating input weight (`Users.inputs`)."""
+    for knobs, weights in fits:
+        for low in low_weights:
+            yield {**knobs, "low": low}, lambda u, w=weights, low=low: u.inputs(low) @ w
 
 
-def dropout_ease(gram: np.ndarray, lam: float, kappa: float, ridge: np.ndarray | None = None) -> np.ndarray:
-    """EASE with the ridge λ + κ·diag(G) (what dropout on the inputs adds to the Gram in
-    expectation), or with the per-item `ridge` given."""
-    ridge = lam + kappa * np.diag(gram) if ridge is None else ridge
-    inverse = np.linalg.inv(gram + np.diag(ridge))
-    weights = -inverse / np.diag(inverse)
-    np.fill_diagonal(weights, 0.0)
-    return weights.astype(np.float32)
+def ease_fits(gram: np.ndarray, lambdas: list[float], kappas: list[float]):
+    """EASE (κ = 0) and its dropout ridge λ + κ·count (`baselines.EASE`), one fit at a time."""
+    columns = np.arange(len(gram))
+    for lam in lambdas:
+        for kappa in kappas:
+            yield {"λ": lam, "κ": kappa}, bl.EASE.from_gram(gram, columns, lam, len(gram), kappa).weights
+
+
+def label(knobs: Knobs) -> str:
+    return " ".join(f"{name}={value:g}" for name, value in knobs.items())
 
 
 def watch_to_like(watched: np.ndarray, liked: np.ndarray, lam: float) -> np.ndarray:
@@ -203,12 +203,14 @@ def meta_ridge(
 ) -> tuple[np.ndarray, int, float]:
     """EASE's per-item ridge meta-learned through the closed form (the inner loop is EASE's exact
     fit, the outer loss the query loss of training users' episodes). A user's episodes read the fit
-    without their cross-fitting fold, as a new user would; returns (ridge, best step, validation)."""
+    without their cross-fitting fold, as a new user would; returns (EASE's weights at the best
+    ridge, fitted in float64 on every training user, the best step, its validation recall)."""
     generator = torch.Generator().manual_seed(seed)
     fold = np.random.default_rng(seed).integers(0, META_RIDGE_FOLDS, len(watched))
+    columns = np.arange(len(gram))
     full = torch.tensor(gram, dtype=torch.float32)
     without = [
-        full - torch.tensor(watched[fold == k].T @ watched[fold == k], dtype=torch.float32)
+        full - torch.tensor(bl.binary_gram(watched[fold == k], columns), dtype=torch.float32)
         for k in range(META_RIDGE_FOLDS)
     ]
     log_ridge = torch.tensor(np.log(ridge), dtype=torch.float32, requires_grad=True)
@@ -232,7 +234,9 @@ def meta_ridge(
         optimizer.step()
         if step % META_RIDGE_EVERY == 0 and (value := validation()) > best[0]:
             best = (value, step, torch.exp(log_ridge).detach().numpy().astype(np.float64))
-    return best[2], best[1], best[0]
+    log_best = torch.log(torch.as_tensor(best[2], dtype=torch.float64))
+    weights = closed_form_ease(torch.as_tensor(gram, dtype=torch.float64), log_best)
+    return weights.numpy().astype(np.float32), best[1], best[0]
 
 
 def episodic(
@@ -310,14 +314,17 @@ def predicted_ratings(mean: float, items: np.ndarray, ratings: np.ndarray, reg: 
     return mean + items[:, factors][None, :] + users[:, :factors] @ items[:, :factors].T + users[:, [factors]]
 
 
-def run_fold(
-    fold: int, ratings: pd.DataFrame, tasks, folds, protocol, params, seed: int
-) -> tuple[list, dict]:
-    threshold = params.evaluate.relevance_threshold
-    n_items = int(ratings["column"].max()) + 1
-    split = fold_tasks(tasks, folds, fold, protocol)
+def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args) -> tuple[list, dict]:
+    """Every model of the module docstring on one fold (`topk.run_benchmark`'s fold signature)."""
+    threshold, seed = params.evaluate.relevance_threshold, args.seed
+    n_items = len(catalog.item_ids)
+
+    def with_column(frame: pd.DataFrame) -> pd.DataFrame:  # an item's catalog row, what `dense` reads
+        return frame.assign(column=catalog.item_rows(frame[ITEM_KEY]))
+
+    split = with_column(fold_tasks(tasks, folds, fold, protocol))
     held = set(split.loc[split["split"].isin([TEST, VALIDATION]), USER_KEY])
-    train = ratings[~ratings[USER_KEY].isin(held)]
+    train = with_column(ratings[~ratings[USER_KEY].isin(held)])
     train_users = sorted(train[USER_KEY].unique())
     watched = dense(train, train_users, n_items, 1.0)
     liked = dense(train[train["value"] >= threshold], train_users, n_items, 1.0)
@@ -325,102 +332,91 @@ def run_fold(
     val = eval_users(split[split["split"] == VALIDATION], n_items, threshold)
     test = eval_users(split[split["split"] == TEST], n_items, threshold)
 
-    chosen: dict[str, tuple[str, Model, float]] = {}
-    gram = watched.astype(np.float64).T @ watched
-    chosen["ease"] = choose(ease_grid(gram, params, n_items), val)
+    sp = params.selection
+    chosen: dict[str, Choice] = {}
+    gram = bl.binary_gram(watched, np.arange(n_items))
+    chosen["ease"] = choose(item_item(ease_fits(gram, sp.ease_lambdas, [0.0]), sp.low_rating_weights), val)
     ease_knobs, ease_model, _ = chosen["ease"]
-    lam = float(ease_knobs.split()[0].split("=")[1])
-    low_weight = float(ease_knobs.split()[1].split("=")[1])
-    ease_weights = EASE.from_gram(gram, np.arange(n_items), lam, n_items).weights
+    low_weight = ease_knobs["low"]
 
     like_rate = np.log((liked.sum(0) + 1) / (watched.sum(0) + 2))
     like_rate = (like_rate - like_rate.mean()) / like_rate.std()
     chosen["ease_like"] = choose(
-        {
-            f"{ease_knobs} β={b:g}": lambda u, b=b: zscore(ease_model(u)) + b * like_rate[None, :]
+        (
+            ({**ease_knobs, "β": b}, lambda u, b=b: zscore(ease_model(u)) + b * like_rate[None, :])
             for b in LIKE_BETAS
-        },
+        ),
         val,
     )
-    grid = {}
-    for lam_ in params.selection.ease_lambdas:
-        for kappa in DROPOUT_KAPPAS:
-            weights = dropout_ease(gram, lam_, kappa)
-            for lw in params.selection.low_rating_weights:
-                grid[f"λ={lam_:g} κ={kappa:g} low={lw:g}"] = lambda u, w=weights, lw=lw: u.inputs(lw) @ w
-    chosen["ease_dropout"] = choose(grid, val)
-    dropout_knobs = dict(kv.split("=") for kv in chosen["ease_dropout"][0].split())
-    start = float(dropout_knobs["λ"]) + float(dropout_knobs["κ"]) * np.diag(gram)
-    low_start = float(dropout_knobs["low"])
-    ridge, step, value = meta_ridge(gram, watched, liked, start, low_start, val, seed + fold)
-    weights = dropout_ease(gram, 0.0, 0.0, ridge)
+    dropout_fits = ease_fits(gram, sp.ease_lambdas, DROPOUT_KAPPAS)
+    chosen["ease_dropout"] = choose(item_item(dropout_fits, sp.low_rating_weights), val)
+    dropout_knobs = chosen["ease_dropout"][0]
+    start = dropout_knobs["λ"] + dropout_knobs["κ"] * np.diag(gram)
+    weights, step, value = meta_ridge(gram, watched, liked, start, dropout_knobs["low"], val, seed + fold)
     chosen["ease_meta_ridge"] = (
-        f"from {chosen['ease_dropout'][0]}, step {step}",
-        lambda u, w=weights: u.inputs(low_start) @ w,
+        {**dropout_knobs, "step": step},
+        lambda u, w=weights: u.inputs(dropout_knobs["low"]) @ w,
         value,
     )
-    grid = {}
-    for lam_ in params.selection.ease_lambdas:
-        weights = watch_to_like(watched, liked, lam_)
-        for lw in [*params.selection.low_rating_weights, 1.0]:
-            grid[f"λ={lam_:g} low={lw:g}"] = lambda u, w=weights, lw=lw: u.inputs(lw) @ w
-    chosen["ease_watch_to_like"] = choose(grid, val)
-    grid = {}
-    for alpha in RP3_ALPHAS:
-        for beta in RP3_BETAS:
-            weights = rp3beta(watched, alpha, beta)
-            for lw in params.selection.low_rating_weights:
-                grid[f"α={alpha:g} β={beta:g} low={lw:g}"] = lambda u, w=weights, lw=lw: u.inputs(lw) @ w
-    chosen["rp3beta"] = choose(grid, val)
+    to_like = (({"λ": lam}, watch_to_like(watched, liked, lam)) for lam in sp.ease_lambdas)
+    chosen["ease_watch_to_like"] = choose(item_item(to_like, [*sp.low_rating_weights, 1.0]), val)
+    walks = (
+        ({"α": alpha, "β": beta}, rp3beta(watched, alpha, beta)) for alpha in RP3_ALPHAS for beta in RP3_BETAS
+    )
+    chosen["rp3beta"] = choose(item_item(walks, sp.low_rating_weights), val)
 
-    best_episodic = None
+    ease_weights = next(ease_fits(gram, [ease_knobs["λ"]], [0.0]))[1]
+    best_episodic: Choice | None = None
     for lr in EPISODIC_LRS:
         weights, bias, epoch, value = episodic(ease_weights, watched, liked, low_weight, lr, val, seed + fold)
         log.info("fold %d episodic lr %g: best epoch %d, validation %.4f", fold, lr, epoch, value)
         if best_episodic is None or value > best_episodic[2]:
-            knobs = f"{ease_knobs} lr={lr:g} epoch={epoch}"
+            knobs = {**ease_knobs, "lr": lr, "epoch": epoch}
             best_episodic = (knobs, lambda u, w=weights, b=bias: u.inputs(low_weight) @ w + b, value)
+    assert best_episodic is not None
     chosen["ease_episodic"] = best_episodic
 
-    grid = {}
-    for factors, reg in RATING_MF:
-        mean, items = rating_mf(explicit, factors, reg)
-        for fold_reg in RATING_FOLD_IN_REGS:
-            for beta in RATING_BETAS:
-                grid[f"{ease_knobs} mf={factors}/{reg:g} fold-in={fold_reg:g} β={beta:g}"] = (
-                    lambda u, m=mean, it=items, r=fold_reg, b=beta: (
-                        zscore(ease_model(u)) + b * zscore(predicted_ratings(m, it, u.ratings, r))
+    def rating_settings():
+        for factors, reg in RATING_MF:
+            mean, items = rating_mf(explicit, factors, reg)
+            for fold_reg in RATING_FOLD_IN_REGS:
+                for beta in RATING_BETAS:
+                    knobs = {**ease_knobs, "mf": factors, "mf_reg": reg, "fold_in": fold_reg, "β": beta}
+                    yield (
+                        knobs,
+                        lambda u, m=mean, it=items, r=fold_reg, b=beta: (
+                            zscore(ease_model(u)) + b * zscore(predicted_ratings(m, it, u.ratings, r))
+                        ),
                     )
-                )
-    chosen["ease_rating_mf"] = choose(grid, val)
+
+    chosen["ease_rating_mf"] = choose(rating_settings(), val)
 
     rows, info = [], {"fold": fold, "knobs": {}, "validation": {}}
-    users = sorted(split.loc[split["split"] == TEST, USER_KEY].unique())
     for name, (knobs, model, value) in chosen.items():
-        info["knobs"][name], info["validation"][name] = knobs, value
-        for user, recall in zip(users, test.recall(model(test)), strict=True):
+        info["knobs"][name], info["validation"][name] = label(knobs), value
+        for user, recall in zip(test.users, test.recall(model(test)), strict=True):
             if np.isfinite(recall):
                 rows.append({"fold": fold, USER_KEY: user, "model": name, f"recall@{K}": recall})
-        log.info("fold %d %s (%s): validation %.4f", fold, name, knobs, value)
+        log.info("fold %d %s (%s): validation %.4f", fold, name, label(knobs), value)
     return rows, info
 
 
-def build_report(frame: pd.DataFrame, infos: list[dict], args, started: float) -> dict:
+def build_report(frame: pd.DataFrame, infos: list[dict], protocol, params, args, started: float) -> dict:
     table = frame.pivot_table(index=[USER_KEY, "fold"], columns="model", values=f"recall@{K}")
+    against_ease = topk.paired_tests(table, "ease", set())  # ease − each other model
     overall = {}
     for name in table.columns:
         mean, half = mean_ci95(table[name].to_numpy())
-        diff = table[name] - table["ease"]
-        differs = bool((diff != 0).any())
+        test = against_ease.get(name)  # none for ease itself
         overall[name] = {
             "validation": float(np.mean([i["validation"][name] for i in infos])),
             f"recall@{K}": mean,
             "ci95": half,
-            "minus_ease": float(diff.mean()),
-            "wilcoxon_p": float(stats.wilcoxon(table[name], table["ease"]).pvalue) if differs else 1.0,
+            "minus_ease": -test["mean_difference"] if test else 0.0,
+            "wilcoxon_p": test["wilcoxon_p"] if test else 1.0,
         }
     return {
-        "command": "python -m benchmarks.item_models " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.item_models " + " ".join(args.argv),
         "folds_run": len(infos),
         "users": len(table),
         "seconds": time.perf_counter() - started,
@@ -454,33 +450,11 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ml-100k")
-    parser.add_argument("--folds", type=int, default=None, help="run only the first N folds")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "reports" / "item_models.json")
-    args = parser.parse_args()
+    args = topk.benchmark_parser(__doc__, "item_models.json").parse_args()
+    args.argv = sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(1)
-    params = load_params(REPO / "params.yaml", {"source.kind": "movielens"})
-    ratings = read_movielens(args.data).ratings
-    columns = {item: k for k, item in enumerate(sorted(ratings[ITEM_KEY].unique()))}
-    ratings = ratings.assign(column=ratings[ITEM_KEY].map(columns))
-    protocol = Protocol(seed=args.seed)
-    tasks = assign_roles(eligible_ratings(ratings, protocol), protocol)
-    folds = user_folds(sorted(tasks[USER_KEY].unique()), protocol)
-    args.load_average = load_average()
-    started = time.perf_counter()
-    rows, infos = [], []
-    for fold in range(args.folds or protocol.folds):
-        fold_rows, info = run_fold(fold, ratings, tasks, folds, protocol, params, args.seed)
-        rows += fold_rows
-        infos.append(info)
-        report = build_report(pd.DataFrame(rows), infos, args, started)
-        write_report(args.out, report, markdown(report))
-    log.info("\n%s", markdown(report))
+    params = topk.benchmark_params(args, {})  # --quick: one fold, nothing else shortened
+    topk.run_benchmark(params, args, run_fold, build_report, markdown)
 
 
 if __name__ == "__main__":

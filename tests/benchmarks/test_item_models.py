@@ -15,7 +15,7 @@ from benchmarks.item_models import (
     Users,
     build_report,
     closed_form_ease,
-    dropout_ease,
+    ease_fits,
     episodic,
     markdown,
     watch_to_like,
@@ -40,16 +40,18 @@ def test_the_ridge_variants_are_ease_at_a_constant_ridge():
     watched = interactions()
     ease = EASE(watched, 5.0, max_items=100).weights
     gram = watched.astype(np.float64).T @ watched
-    assert np.allclose(dropout_ease(gram, 5.0, 0.0), ease, atol=1e-5)
+    plain, dropout = (weights for _, weights in ease_fits(gram, [5.0], [0.0, 1.0]))
+    assert np.allclose(plain, ease, atol=1e-5)
     learned = closed_form_ease(torch.tensor(gram, dtype=torch.float32), torch.full((12,), float(np.log(5.0))))
     assert np.allclose(learned.numpy(), ease, atol=1e-4)
-    assert not np.allclose(dropout_ease(gram, 5.0, 1.0), ease, atol=1e-3)  # κ shrinks popular items more
+    assert not np.allclose(dropout, ease, atol=1e-3)  # κ shrinks popular items more
 
 
 def test_episodic_training_returns_its_best_validated_epoch_or_the_ease_start():
     watched = interactions()
     init = EASE(watched, 5.0, max_items=100).weights
     val = Users(
+        users=[f"u{u}" for u in range(8)],
         liked=watched[:8],
         low=np.zeros_like(watched[:8]),
         ratings=watched[:8] * 5,
@@ -76,7 +78,7 @@ def test_report_compares_every_model_with_ease_paired_over_users():
         ]
     )
     infos = [{"fold": 0, "knobs": {"ease": "λ=1", "better": "x"}, "validation": {"ease": 0.4, "better": 0.6}}]
-    report = build_report(frame, infos, types.SimpleNamespace(load_average="0"), 0.0)
+    report = build_report(frame, infos, None, None, types.SimpleNamespace(argv=[], load_average="0"), 0.0)
     assert report["overall"]["ease"]["minus_ease"] == 0.0 and report["overall"]["ease"]["wilcoxon_p"] == 1.0
     assert report["overall"]["better"]["minus_ease"] == pytest.approx(0.375)
     assert report["overall"]["better"]["wilcoxon_p"] < 0.05
