@@ -43,7 +43,6 @@ import torch
 from benchmarks import ml100k_topk as topk
 from benchmarks.protocol import fold_tasks
 from metarec_tasks.data.episodes import QUERY, SUPPORT, TEST, VALIDATION
-from metarec_tasks.evaluation.metrics import mean_ci95
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.ranking import baselines as bl
 from metarec_tasks.selection.metrics import recall_per_user
@@ -402,23 +401,11 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
 
 
 def build_report(frame: pd.DataFrame, infos: list[dict], protocol, params, args, started: float) -> dict:
-    table = frame.pivot_table(index=[USER_KEY, "fold"], columns="model", values=f"recall@{K}")
-    against_ease = topk.paired_tests(table, "ease", set())  # ease − each other model
-    overall = {}
-    for name in table.columns:
-        mean, half = mean_ci95(table[name].to_numpy())
-        test = against_ease.get(name)  # none for ease itself
-        overall[name] = {
-            "validation": float(np.mean([i["validation"][name] for i in infos])),
-            f"recall@{K}": mean,
-            "ci95": half,
-            "minus_ease": -test["mean_difference"] if test else 0.0,
-            "wilcoxon_p": test["wilcoxon_p"] if test else 1.0,
-        }
+    overall = topk.against_ease(frame, infos)
     return {
         "command": "python -m benchmarks.item_models " + " ".join(args.argv),
         "folds_run": len(infos),
-        "users": len(table),
+        "users": len(frame[["fold", USER_KEY]].drop_duplicates()),
         "seconds": time.perf_counter() - started,
         "load_average": args.load_average,
         "overall": overall,
@@ -435,14 +422,8 @@ def markdown(report: dict) -> str:
         "knobs chosen on the fold's validation users (`benchmarks/item_models.py` says what each is); "
         f"holdout = the test users; p: Wilcoxon, paired over test users, against EASE.",
         "",
-        f"| model | validation | holdout Recall@{K} | − EASE | p |",
-        "|---|---|---|---|---|",
+        *topk.against_ease_table(report["overall"]),
     ]
-    for name, e in sorted(report["overall"].items(), key=lambda kv: -kv[1][f"recall@{K}"]):
-        lines.append(
-            f"| {name} | {e['validation']:.4f} | {e[f'recall@{K}']:.4f} ± {e['ci95']:.4f} "
-            f"| {e['minus_ease']:+.4f} | {e['wilcoxon_p']:.2g} |"
-        )
     lines += ["", "Knobs chosen per fold:", ""]
     for info in report["folds"]:
         lines.append(f"- fold {info['fold']}: " + "; ".join(f"{n} {k}" for n, k in info["knobs"].items()))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import logging
 import os
 import platform
@@ -72,6 +73,7 @@ log = logging.getLogger("benchmarks.ml100k_topk")
 REPO = Path(__file__).resolve().parents[1]
 K = 20
 FULL = "full"
+MEMBER_SEED_STRIDE = 1000  # member k of a seed ensemble trains under seed + fold + k x this
 QUICK = {"ranking.meta.epochs": 2, "ranking.meta.pretrain_epochs": 1}  # --quick: a smoke test's epochs
 
 
@@ -102,9 +104,13 @@ class Fold:
     info: dict
 
 
-def fold_selection(fold: int, tasks, folds, protocol, ratings, catalog, vocab, params, args) -> Fold:
+def fold_selection(
+    fold: int, tasks, folds, protocol, ratings, catalog, vocab, params, args, members: int = 1
+) -> Fold:
     """Train the meta rankers of `args.algorithms` on one fold, then every candidate tuned, the blend
-    learned and the challenger chosen on the fold's validation users — the pipeline's own code."""
+    learned and the challenger chosen on the fold's validation users — the pipeline's own code.
+    `members` > 1: each algorithm also trained from the same warm-up under `members` − 1 other seeds
+    (`meta_<algorithm>_m<k>`), the members of a seed ensemble (`benchmarks/meta_ensemble.py`)."""
     rp = params.ranking
     split = fold_tasks(tasks, folds, fold, protocol)
     held = set(split.loc[split["split"].isin([TEST, VALIDATION]), USER_KEY])
@@ -119,19 +125,21 @@ def fold_selection(fold: int, tasks, folds, protocol, ratings, catalog, vocab, p
     torch.manual_seed(args.seed + fold)
     pretrained = warm_up(RankNet(dims, catalog.items), ctx, train)
     rankers = {}
-    for name in args.algorithms:
-        torch.manual_seed(args.seed + fold)
+    for member, name in itertools.product(range(members), args.algorithms):
+        label = f"meta_{name}" + (f"_m{member}" if member else "")
+        seed = args.seed + fold + MEMBER_SEED_STRIDE * member
+        torch.manual_seed(seed)
         model = copy.deepcopy(pretrained)
         algorithm = ranking_algorithm(rp, model, name)
         with tempfile.TemporaryDirectory() as scratch:  # the benchmark never resumes
-            checkpoints = Checkpoints(Path(scratch), f"fold{fold}-{name}")
-            generator = torch.Generator().manual_seed(args.seed + fold)
+            checkpoints = Checkpoints(Path(scratch), f"fold{fold}-{label}")
+            generator = torch.Generator().manual_seed(seed)
             fit = meta_train(model, algorithm, ctx, train, val, K, checkpoints, generator)
-        rankers[f"meta_{name}"] = (model, algorithm)
+        rankers[label] = (model, algorithm)
         log.info(
             "fold %d %s: best validation recall@%d %s (epoch %d)",
             fold,
-            name,
+            label,
             K,
             fit.best_value,
             fit.best_epoch,
@@ -199,6 +207,37 @@ def paired_tests(full: pd.DataFrame, best: str, skip: set[str]) -> dict:
             "ttest_rel_p": float(stats.ttest_rel(full[best], full[name]).pvalue) if differs else 1.0,
         }
     return out
+
+
+def against_ease(frame: pd.DataFrame, infos: list[dict]) -> dict:
+    """Per model of a probe's per-user rows (`model`, `recall@K`): mean validation Recall@K over the
+    folds (`infos[i]["validation"]`), holdout mean ± 95% CI, and the difference to EASE with its
+    Wilcoxon p, paired over test users."""
+    table = frame.pivot_table(index=["fold", USER_KEY], columns="model", values=f"recall@{K}")
+    tests = paired_tests(table, "ease", set())  # ease − each other model
+    out = {}
+    for name in table.columns:
+        mean, half = mean_ci95(table[name].to_numpy())
+        test = tests.get(name)  # none for ease itself
+        out[name] = {
+            "validation": float(np.nanmean([i["validation"][name] for i in infos])),
+            f"recall@{K}": mean,
+            "ci95": half,
+            "minus_ease": -test["mean_difference"] if test else 0.0,
+            "wilcoxon_p": test["wilcoxon_p"] if test else 1.0,
+        }
+    return out
+
+
+def against_ease_table(overall: dict) -> list[str]:
+    """`against_ease`'s figures as Markdown table lines, best holdout first."""
+    lines = [f"| model | validation | holdout Recall@{K} | − EASE | p |", "|---|---|---|---|---|"]
+    for name, e in sorted(overall.items(), key=lambda kv: -kv[1][f"recall@{K}"]):
+        lines.append(
+            f"| {name} | {e['validation']:.4f} | {e[f'recall@{K}']:.4f} ± {e['ci95']:.4f} "
+            f"| {e['minus_ease']:+.4f} | {e['wilcoxon_p']:.2g} |"
+        )
+    return lines
 
 
 def summarize(frame: pd.DataFrame, best: str, best_meta: str) -> dict:
