@@ -17,8 +17,6 @@ by paired Wilcoxon tests over the 5-fold test users:
 from __future__ import annotations
 
 import itertools
-import logging
-import sys
 import time
 
 import numpy as np
@@ -128,11 +126,7 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = topk.benchmark_parser(__doc__, "fusion_ceiling.json")
     parser.add_argument("--algorithms", nargs="+", default=["fomaml", "ridge"])
-    args = parser.parse_args()
-    args.argv = sys.argv[1:]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    params = topk.benchmark_params(args, topk.QUICK)
-    topk.run_benchmark(params, args, run_fold, build_report, markdown)
+    topk.run_probe(parser, topk.QUICK, run_fold, build_report, markdown)
 
 
 if __name__ == "__main__":

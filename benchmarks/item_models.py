@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -401,16 +399,7 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
 
 
 def build_report(frame: pd.DataFrame, infos: list[dict], protocol, params, args, started: float) -> dict:
-    overall = topk.against_ease(frame, infos)
-    return {
-        "command": "python -m benchmarks.item_models " + " ".join(args.argv),
-        "folds_run": len(infos),
-        "users": len(frame[["fold", USER_KEY]].drop_duplicates()),
-        "seconds": time.perf_counter() - started,
-        "load_average": args.load_average,
-        "overall": overall,
-        "folds": infos,
-    }
+    return topk.probe_report("item_models", frame, infos, args, started)
 
 
 def markdown(report: dict) -> str:
@@ -431,11 +420,8 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    args = topk.benchmark_parser(__doc__, "item_models.json").parse_args()
-    args.argv = sys.argv[1:]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    params = topk.benchmark_params(args, {})  # --quick: one fold, nothing else shortened
-    topk.run_benchmark(params, args, run_fold, build_report, markdown)
+    parser = topk.benchmark_parser(__doc__, "item_models.json")
+    topk.run_probe(parser, {}, run_fold, build_report, markdown)  # --quick: one fold, nothing else shortened
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ Each is compared with EASE by a Wilcoxon test paired over the 5 folds' test user
 from __future__ import annotations
 
 import logging
-import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -83,17 +81,8 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
 
 
 def build_report(frame: pd.DataFrame, infos: list[dict], protocol, params, args, started: float) -> dict:
-    overall = topk.against_ease(frame, infos)
-    return {
-        "command": "python -m benchmarks.meta_ensemble " + " ".join(args.argv),
-        "folds_run": len(infos),
-        "users": len(frame[["fold", USER_KEY]].drop_duplicates()),
-        "seconds": time.perf_counter() - started,
-        "load_average": args.load_average,
-        "chosen": [i["chosen"] for i in infos],
-        "overall": overall,
-        "folds": infos,
-    }
+    chosen = [i["chosen"] for i in infos]
+    return topk.probe_report("meta_ensemble", frame, infos, args, started, chosen=chosen)
 
 
 def markdown(report: dict) -> str:
@@ -115,11 +104,7 @@ def main() -> None:
     parser = topk.benchmark_parser(__doc__, "meta_ensemble.json")
     parser.add_argument("--algorithms", nargs="+", default=["ridge"])
     parser.add_argument("--members", type=int, default=5, help="seeds per algorithm")
-    args = parser.parse_args()
-    args.argv = sys.argv[1:]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    params = topk.benchmark_params(args, topk.QUICK)
-    topk.run_benchmark(params, args, run_fold, build_report, markdown)
+    topk.run_probe(parser, topk.QUICK, run_fold, build_report, markdown)
 
 
 if __name__ == "__main__":

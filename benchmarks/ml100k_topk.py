@@ -229,6 +229,29 @@ def against_ease(frame: pd.DataFrame, infos: list[dict]) -> dict:
     return out
 
 
+def probe_report(name: str, frame: pd.DataFrame, infos: list[dict], args, started: float, **extra) -> dict:
+    """A probe's report (`benchmarks.<name>`): its command, size and cost, `extra`, and every model
+    `against_ease`."""
+    return {
+        "command": f"python -m benchmarks.{name} " + " ".join(args.argv),
+        "folds_run": len(infos),
+        "users": len(frame[["fold", USER_KEY]].drop_duplicates()),
+        "seconds": time.perf_counter() - started,
+        "load_average": args.load_average,
+        **extra,
+        "overall": against_ease(frame, infos),
+        "folds": infos,
+    }
+
+
+def run_probe(parser: argparse.ArgumentParser, quick: dict, run_fold, build_report, markdown) -> None:
+    """Parse a probe's options (its command line kept for the report), then `run_benchmark`."""
+    args = parser.parse_args()
+    args.argv = sys.argv[1:]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    run_benchmark(benchmark_params(args, quick), args, run_fold, build_report, markdown)
+
+
 def against_ease_table(overall: dict) -> list[str]:
     """`against_ease`'s figures as Markdown table lines, best holdout first."""
     lines = [f"| model | validation | holdout Recall@{K} | − EASE | p |", "|---|---|---|---|---|"]
