@@ -1,4 +1,5 @@
-"""The `movielens` source: the official ML-100K / ML-1M files mapped onto the landing contract.
+"""The `movielens` source: the official ML-100K / ML-1M / ml-latest files mapped onto the landing
+contract.
 
 The files are read where they lie (their license forbids redistribution, so they are never copied into
 the repository). For a nightly run the ratings are *replayed*: timestamps are mapped linearly, order
@@ -89,12 +90,17 @@ def year_bucket(year: pd.Series) -> pd.Series:
 
 
 def read_movielens(path: Path) -> MovieLens:
-    """Detect the release by its files: ML-100K (`u.data`) or ML-1M (`ratings.dat`)."""
+    """Detect the release by its files: ML-100K (`u.data`), ML-1M (`ratings.dat`) or the CSV layout
+    of ml-latest(-small) and ML-20M/25M (`ratings.csv` + `movies.csv`)."""
     if (path / "u.data").exists():
         return _read_100k(path)
     if (path / "ratings.dat").exists():
         return _read_1m(path)
-    raise FileNotFoundError(f"{path} holds neither ML-100K (u.data) nor ML-1M (ratings.dat)")
+    if (path / "ratings.csv").exists():
+        return _read_csv_release(path)
+    raise FileNotFoundError(
+        f"{path} holds neither ML-100K (u.data), ML-1M (ratings.dat) nor ml-latest (ratings.csv)"
+    )
 
 
 def _read_100k(path: Path) -> MovieLens:
@@ -170,14 +176,48 @@ def _read_1m(path: Path) -> MovieLens:
     )
 
 
-def _ratings(frame: pd.DataFrame) -> pd.DataFrame:
+def _read_csv_release(path: Path) -> MovieLens:
+    """ml-latest(-small), ML-20M, ML-25M: half-star ratings (0.5–5) and no user table, so every user
+    feature is unknown (encoded as such, never guessed)."""
+    ratings = pd.read_csv(path / "ratings.csv").rename(
+        columns={"userId": "user", "movieId": "item", "timestamp": "ts"}
+    )
+    items = pd.read_csv(path / "movies.csv", dtype={"title": str, "genres": str})
+    year = pd.to_numeric(items["title"].str.extract(YEAR_IN_TITLE)[0], errors="coerce")
+    users = pd.Series(sorted(ratings["user"].unique())).astype(str)
+    unknown = pd.Series(pd.NA, index=users.index, dtype="string")
+    return MovieLens(
+        ratings=_ratings(ratings, first_line=2),
+        users=pd.DataFrame(
+            {
+                "user_id": users,
+                "age_bucket": unknown,
+                "gender": unknown,
+                "occupation": unknown,
+                "zip_prefix": unknown,
+            }
+        ),
+        items=pd.DataFrame(
+            {
+                "item_id": items["movieId"].astype(str),
+                "genres": items["genres"].replace("(no genres listed)", ""),
+                "year_bucket": year_bucket(year),
+                "title": items["title"],
+            }
+        ),
+        source_file="ratings.csv",
+    )
+
+
+def _ratings(frame: pd.DataFrame, first_line: int = 1) -> pd.DataFrame:
+    """`first_line`: the file line of the first rating (2 under a CSV header), for the lineage."""
     return pd.DataFrame(
         {
             "user_id": frame["user"].astype(str),
             "item_id": frame["item"].astype(str),
             "value": frame["rating"].astype(float),
             "timestamp": pd.to_datetime(frame["ts"].astype("int64"), unit="s", utc=True),
-            "source_line": np.arange(1, len(frame) + 1),
+            "source_line": np.arange(first_line, len(frame) + first_line),
         }
     )
 

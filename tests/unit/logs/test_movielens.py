@@ -74,3 +74,21 @@ def test_ml1m_format(tmp_path):
     assert ml.items.set_index("item_id").loc["10", "title"] == "Toy Story (1995)"  # the run page shows it
     replayed = replay_into_window(ml.ratings, date(2026, 1, 1), date(2026, 1, 1))
     assert replayed.dt.date.eq(date(2026, 1, 1)).all()
+
+
+def test_ml_latest_csv_format(tmp_path):
+    """ml-latest(-small): half stars, a CSV header (lineage counts it), no user table (features unknown)."""
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,10,0.5,1260759108\n1,20,4.5,1260759113\n2,10,4.0,978301968\n"
+    )
+    (tmp_path / "movies.csv").write_text(
+        'movieId,title,genres\n10,"American President, The (1995)",Comedy|Drama|Romance\n'
+        "20,Untitled,(no genres listed)\n"
+    )
+    ml = read_movielens(tmp_path)
+    assert ml.ratings["value"].tolist() == [0.5, 4.5, 4.0]
+    assert ml.ratings["source_line"].tolist() == [2, 3, 4] and ml.source_file == "ratings.csv"
+    assert ml.users["user_id"].tolist() == ["1", "2"] and ml.users["gender"].isna().all()
+    items = ml.items.set_index("item_id")
+    assert items.loc["10", "year_bucket"] == "1990s" and items.loc["10", "title"].startswith("American")
+    assert items.loc["20", "genres"] == "" and items["year_bucket"].isna().loc["20"]
