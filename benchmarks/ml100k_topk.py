@@ -12,6 +12,11 @@ every single predictor by paired tests over test users.
 
     python -m benchmarks.ml100k_topk            # the measured run (5 folds)
     python -m benchmarks.ml100k_topk --quick    # one fold, few epochs (smoke test)
+
+A real data set the project was never tuned on (fetched by `benchmarks/fetch_ml_latest_small.py`):
+
+    python -m benchmarks.ml100k_topk --data ../shared/data/ml-latest-small \\
+        --algorithms ridge --out reports/ml_latest_small_topk.json
 """
 
 from __future__ import annotations
@@ -288,7 +293,7 @@ def summarize(frame: pd.DataFrame, best: str, best_meta: str) -> dict:
 def markdown(report: dict) -> str:
     best = SELECTED
     lines = [
-        "# ML-100K full-catalog top-K",
+        f"# Full-catalog top-K on {report.get('data', 'ml-100k')}",
         "",
         f"Command: `{report['command']}` — {report['folds_run']} fold(s), {report['seconds']:.0f} s, "
         f"{report['threads']} thread(s), load average before the run {report['load_average']}. "
@@ -433,6 +438,7 @@ def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, a
     best_meta = max((n for n in val_means if n.startswith("meta_")), key=val_means.get)
     return {
         "command": "python " + " ".join(sys.argv),
+        "data": args.data.name,
         "protocol": {**protocol.__dict__, "k": K, "relevance_threshold": params.evaluate.relevance_threshold},
         "ranking_params": params.ranking.model_dump(mode="json"),
         "folds_run": len(fold_info),
