@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from benchmarks import reports
 from benchmarks.protocol import (
     Protocol,
     assign_roles,
@@ -186,6 +188,7 @@ def paired_test(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict[str, floa
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_average = reports.load_average()
     started = time.perf_counter()
     params = benchmark_params(args.quick, args.data, parse_overrides(args.overrides))
     ml = read_movielens(args.data)
@@ -242,9 +245,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     cold_start_curve(ws, tuned, split, params.run.seed).assign(fold=fold)
                 )
                 log.info("fold %d %s done (%.0f s so far)", fold, algorithm, time.perf_counter() - started)
-    return summarize_benchmark(
-        params, holdouts, curves, chosen, validation, n_folds, time.perf_counter() - started
-    )
+    seconds = time.perf_counter() - started
+    return {
+        "command": "python -m benchmarks.ml100k " + " ".join(sys.argv[1:]),
+        "data": args.data.name,
+        "load_average": load_average,
+        **summarize_benchmark(params, holdouts, curves, chosen, validation, n_folds, seconds),
+    }
 
 
 def summarize_benchmark(
@@ -289,7 +296,7 @@ def summarize_benchmark(
             }
     best = rows[best_meta]
     return {
-        "protocol": "RecBole-MetaRec ML-100K (13-100 ratings, 10 random query ratings), "
+        "protocol": "RecBole-MetaRec's (13-100 ratings, 10 random query ratings), "
         f"{n_folds}-fold CV over users, validation users from training folds",
         "folds": n_folds,
         "overrides": {
@@ -318,7 +325,10 @@ def summarize_benchmark(
 def write_markdown(result: dict[str, Any], path: Path) -> None:
     metrics = ("bin_ndcg@5", "ndcg@5", "mae", "rmse", "precision@5", "mrr@5")
     lines = [
-        f"# ML-100K cold-start benchmark ({result['folds']} folds, {result['seconds']:.0f} s)",
+        f"# Cold-start rating benchmark on {result['data']} "
+        f"({result['folds']} folds, {result['seconds']:.0f} s)",
+        "",
+        f"Command: `{result['command']}`; load average before the run {result['load_average']}.",
         "",
         result["protocol"] + ".",
         "",
@@ -328,11 +338,14 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     for name, row in sorted(result["results"].items(), key=lambda kv: -kv[1]["bin_ndcg@5"]):
         cells = [f"{row[m]:.4f} ± {row[m + '_ci95']:.4f}" for m in metrics]
         lines.append(f"| {name} | {row['users']} | " + " | ".join(cells) + " |")
+    if result["data"] == "ml-100k":  # the published figures are ML-100K's
+        lines += [
+            "",
+            "Published on this protocol (single 8:1:1 split): "
+            + ", ".join(f"{k} {v}" for k, v in result["published_ndcg5_binary"].items())
+            + ".",
+        ]
     lines += [
-        "",
-        "Published on this protocol (single 8:1:1 split): "
-        + ", ".join(f"{k} {v}" for k, v in result["published_ndcg5_binary"].items())
-        + ".",
         "",
         "## Paired tests over users (best meta-learned model vs best non-meta baseline)",
         "",

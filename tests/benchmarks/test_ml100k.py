@@ -16,7 +16,7 @@ def test_quick_benchmark_writes_its_report(tmp_path):
     assert all(rows[name]["users"] == rows["fomaml"]["users"] > 100 for name in rows)
     assert 0.0 < rows["fomaml"]["bin_ndcg@5"] <= 1.0 and rows["fomaml"]["mae"] > 0
     assert set(report["cold_start_curve"]["by_support_size"]) == {"1", "3", "5", "10", "20"}
-    assert (tmp_path / "ml100k.md").read_text().startswith("# ML-100K cold-start benchmark")
+    assert (tmp_path / "ml100k.md").read_text().startswith("# Cold-start rating benchmark on ml-100k")
 
 
 def test_the_best_meta_model_is_chosen_on_validation_users_not_on_test_users():

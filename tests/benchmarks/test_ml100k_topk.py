@@ -29,4 +29,4 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path):
     assert set(report["paired_tests"]) == set(overall) - {"selected"}  # the choice vs every single one
     assert set(report["paired_tests_meta"]) == singles  # the best meta model vs every baseline
     assert len(report["challengers"]) == report["folds_run"]
-    assert (tmp_path / "topk.md").read_text().startswith("# ML-100K full-catalog top-K")
+    assert (tmp_path / "topk.md").read_text().startswith("# Full-catalog top-K on ml-100k")
