@@ -30,3 +30,20 @@ def test_quick_benchmark_writes_a_sane_report(tmp_path):
     assert set(report["paired_tests_meta"]) == singles  # the best meta model vs every baseline
     assert len(report["challengers"]) == report["folds_run"]
     assert (tmp_path / "topk.md").read_text().startswith("# Full-catalog top-K on ml-100k")
+
+
+@pytest.mark.slow
+def test_a_ranker_is_the_same_whether_or_not_others_train_before_it(tmp_path):
+    """`--quick` trains fomaml then maml; maml alone must reach the same validation figure (each ranker
+    draws from its own episode stream, not from one the rankers before it consumed)."""
+    both = run_quick_ml100k_benchmark("ml100k_topk", tmp_path / "both.json", "--buckets", "1")
+    alone = run_quick_ml100k_benchmark(
+        "ml100k_topk", tmp_path / "alone.json", "--buckets", "1", "--algorithms", "maml"
+    )
+    assert [f["val_recall"]["meta_maml"] for f in both["folds"]] == [
+        f["val_recall"]["meta_maml"] for f in alone["folds"]
+    ]
+    assert (
+        "meta_fomaml" in both["folds"][0]["val_recall"]
+        and "meta_fomaml" not in alone["folds"][0]["val_recall"]
+    )
