@@ -4,9 +4,9 @@ PostgreSQL holds the Airflow metadata and the warehouse (two throwaway databases
 broker, and `airflow scheduler`, `dag-processor`, `api-server` and two `celery worker`s (one for the
 default queue, one standing in for the GPU worker on the `gpu` queue; both serve the shard queue)
 run as separate process groups. The test triggers `metarec_nightly` with a conf through the REST API
-v2, waits for it, checks that the GPU stages ran on the queue params.yaml names and that both workers
-shared finetune's two user shards, reads the result from the warehouse, and makes sure that no process
-is left behind.
+v2, waits for it, checks that the GPU stages ran on the queue params.yaml names and finetune's two user
+shards on the shard queue that both workers serve, reads the result from the warehouse, and makes sure
+that no process is left behind.
 """
 
 from __future__ import annotations
@@ -312,9 +312,12 @@ def test_nightly_run_on_celery_topology(topology):
     queues = {task: ti["queue"] for task, ti in tis.items()}
     assert {queues["train"], queues["finetune"]} == {GPU_QUEUE} and queues[SHARD_TASK] == SHARD_QUEUE
     assert {q for task, q in queues.items() if task not in ("train", "finetune", SHARD_TASK)} == {"default"}
-    # ...each worker ran exactly the tasks of its queue, and both shared the user shards.
-    assert topo.executed_by("worker-gpu") == {"train", "finetune", SHARD_TASK}
-    assert topo.executed_by("worker-default") == set(tis) - {"train", "finetune"}
+    # ...each worker ran only the tasks of its queues; the shards ran on the shard queue, which both
+    # serve: which worker takes a shard is Celery's choice (one worker may take both), not asserted.
+    gpu, default = topo.executed_by("worker-gpu"), topo.executed_by("worker-default")
+    assert {"train", "finetune"} <= gpu <= {"train", "finetune", SHARD_TASK}
+    assert set(tis) - {"train", "finetune", SHARD_TASK} <= default <= set(tis) - {"train", "finetune"}
+    assert SHARD_TASK in gpu | default
     shards = sorted((workspace / "data" / "shards").glob(f"*-of-{SHARDS}.parquet"))
     assert [p.name for p in shards] == [f"{i}-of-{SHARDS}.parquet" for i in range(SHARDS)]
     client.close()
