@@ -89,6 +89,11 @@ def year_bucket(year: pd.Series) -> pd.Series:
     return decade.astype("string") + "s"
 
 
+def year_in_title(title: pd.Series) -> pd.Series:
+    """The release year GroupLens writes at the end of a title ("Heat (1995)"); missing: NaN."""
+    return pd.to_numeric(title.str.extract(YEAR_IN_TITLE)[0], errors="coerce")
+
+
 def read_movielens(path: Path) -> MovieLens:
     """Detect the release by its files: ML-100K (`u.data`), ML-1M (`ratings.dat`) or the CSV layout
     of ml-latest(-small) and ML-20M/25M (`ratings.csv` + `movies.csv`)."""
@@ -151,7 +156,7 @@ def _read_1m(path: Path) -> MovieLens:
     )
     users = dat("users.dat", ["user", "gender", "age", "occupation", "zip"])
     items = dat("movies.dat", ["item", "title", "genres"])
-    year = pd.to_numeric(items["title"].str.extract(YEAR_IN_TITLE)[0], errors="coerce")
+    year = year_in_title(items["title"])
     occupation = np.asarray(ML1M_OCCUPATIONS)[users["occupation"].astype(int).to_numpy()]
     return MovieLens(
         ratings=_ratings(ratings),
@@ -183,7 +188,7 @@ def _read_csv_release(path: Path) -> MovieLens:
         columns={"userId": "user", "movieId": "item", "timestamp": "ts"}
     )
     items = pd.read_csv(path / "movies.csv", dtype={"title": str, "genres": str})
-    year = pd.to_numeric(items["title"].str.extract(YEAR_IN_TITLE)[0], errors="coerce")
+    year = year_in_title(items["title"])
     users = pd.Series(sorted(ratings["user"].unique())).astype(str)
     unknown = pd.Series(pd.NA, index=users.index, dtype="string")
     return MovieLens(
