@@ -73,10 +73,10 @@ def markdown(table: list[dict]) -> str:
         "(the only figure any choice reads); holdout = the test users. p: Wilcoxon, paired over test "
         "users, for each attempt's best meta model by validation. Cold start: Recall@20 with the support "
         "truncated to s items, and the best single baseline's at the same s. The meta models' episodes and "
-        "negatives came from one random stream per fold until `ml100k_topk` and `ridge_own_stream` (each "
-        "ranker now has its own, `ml100k_topk.episode_stream`), so in the other rows the same model "
-        "trained in another run (alone, or after other algorithms) lands elsewhere by about ±0.02: "
-        "compare rows of one run.",
+        "negatives came from one random stream per fold until `ml100k_topk`, `ridge_own_stream` and the "
+        "meta-knob sweep of 2026-12-05 (rows whose note says so; each ranker now has its own stream, "
+        "`ml100k_topk.episode_stream`), so in the other rows the same model trained in another run (alone, "
+        "or after other algorithms) lands elsewhere by about ±0.02: compare rows of one run.",
         "",
         "| attempt | what | model | validation | holdout | − EASE | p | s=1 | s=3 | s=5 |",
         "|---|---|---|---|---|---|---|---|---|---|",
