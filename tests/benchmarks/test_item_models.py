@@ -18,6 +18,7 @@ from benchmarks.item_models import (
     ease_fits,
     episodic,
     markdown,
+    support_reweighted,
     watch_to_like,
 )
 from metarec_tasks.logs.contract import USER_KEY
@@ -45,6 +46,18 @@ def test_the_ridge_variants_are_ease_at_a_constant_ridge():
     learned = closed_form_ease(torch.tensor(gram, dtype=torch.float32), torch.full((12,), float(np.log(5.0))))
     assert np.allclose(learned.numpy(), ease, atol=1e-4)
     assert not np.allclose(dropout, ease, atol=1e-3)  # κ shrinks popular items more
+
+
+def test_support_reweighting_is_ease_at_slope_zero_and_trusts_the_typical_item_above_it():
+    weights = np.zeros((4, 4), np.float32)
+    weights[0, 1] = weights[1, 0] = 1.0  # items 0 and 1 predict each other; item 2 predicts nothing
+    inputs = np.array([[1.0, 1.0, 1.0, 0.0]], np.float32)
+    assert np.allclose(support_reweighted(inputs, weights, 0.0, 2), inputs @ weights)
+    weights[2, 3] = 1.0  # the outlier item 2 is the only evidence for item 3
+    plain = (inputs @ weights)[0]
+    trusting, doubting = (support_reweighted(inputs, weights, a, 1)[0] for a in (1.0, -1.0))
+    assert trusting[3] < plain[3] < doubting[3]  # a > 0 shrinks the outlier's say, a < 0 grows it
+    assert trusting[0] > plain[0]
 
 
 def test_episodic_training_returns_its_best_validated_epoch_or_the_ease_start():
