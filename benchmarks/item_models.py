@@ -26,8 +26,8 @@ scored on its test users:
 - `ease_graded`: EASE read with graded inputs: a 5-star support item 1, a 4-star one c4 (EASE reads
   both as 1), a low-rated one the chosen EASE's low-rating weight;
 - `ease_support_reweight`: EASE with each user's support items reweighted by how typical each is of
-  the user's other items (its leave-one-out EASE score, z-scored over the catalog: weight
-  exp(a·z/3), mean 1, `iterations` rounds): a > 0 trusts the coherent part of a support set, a < 0
+  the user's other items (its leave-one-out EASE score z, z-scored over the catalog: weight
+  exp(a·z / REWEIGHT_Z_SCALE), mean 1, 1 or 2 rounds): a > 0 trusts the coherent part of a support set, a < 0
   its outliers; a = 0 is EASE, so validation can keep it.
 
     python -m benchmarks.item_models            # 5 folds
@@ -167,8 +167,8 @@ def watch_to_like(watched: np.ndarray, liked: np.ndarray, lam: float) -> np.ndar
 
 
 def support_reweighted(inputs: np.ndarray, weights: np.ndarray, a: float, iterations: int) -> np.ndarray:
-    """Item-item scores of `inputs` with each support item reweighted by exp(a·z/3), z its own
-    leave-one-out score (EASE's zero diagonal) z-scored over the catalog, the weights of a user's
+    """Item-item scores of `inputs` with each support item reweighted by exp(a·z / REWEIGHT_Z_SCALE),
+    z its own leave-one-out score (EASE's zero diagonal) z-scored over the catalog, the weights of a user's
     support kept at mean 1; `iterations` rounds, each from the previous round's scores."""
     support = inputs > 0
     scale = np.ones_like(inputs)

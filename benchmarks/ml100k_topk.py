@@ -304,7 +304,7 @@ def summarize(frame: pd.DataFrame, best: str, best_meta: str) -> dict:
 def markdown(report: dict) -> str:
     best = SELECTED
     lines = [
-        f"# Full-catalog top-K on {report.get('data', 'ml-100k')}",
+        f"# Full-catalog top-K on {report['data']}",
         "",
         f"Command: `{report['command']}` — {report['folds_run']} fold(s), {report['seconds']:.0f} s, "
         f"{report['threads']} thread(s), load average before the run {report['load_average']}. "
