@@ -28,7 +28,16 @@ scored on its test users:
 - `ease_support_reweight`: EASE with each user's support items reweighted by how typical each is of
   the user's other items (its leave-one-out EASE score z, z-scored over the catalog: weight
   exp(a·z / REWEIGHT_Z_SCALE), mean 1, 1 or 2 rounds): a > 0 trusts the coherent part of a support set, a < 0
-  its outliers; a = 0 is EASE, so validation can keep it.
+  its outliers; a = 0 is EASE, so validation can keep it;
+- `ease_user_knn`: EASE's z-score plus β × the z-score of a user-kNN score (the k training users
+  most cosine-similar to the support, their liked items summed by similarity): the user-user view an
+  item-item model does not take;
+- `ease_pairs`: higher-order EASE (Steck & Liang 2021): the `n` most co-rated item pairs as extra
+  inputs (a pair is on when the user rated both), their own ridge λp, and no pair predicting either
+  of its own items (the pairs' analogue of EASE's zero diagonal, Lagrange multipliers per column);
+- `ease_dropout_stack`: `ease_dropout`'s choice, then + β × the like-rate (`ease_like`'s term), then +
+  β × the rating-MF term (`ease_rating_mf`'s), each chosen on validation with the earlier ones fixed:
+  do the three item-side signals that each gained alone add up?
 
     python -m benchmarks.item_models            # 5 folds
     python -m benchmarks.item_models --folds 1  # one fold (options: benchmarks/ml100k_topk.py's)
@@ -76,6 +85,10 @@ GRADED_C4 = [0.3, 0.5, 0.7, 0.85, 1.0]  # a 4-star support item's input weight (
 REWEIGHT_A = [-1.0, -0.5, 0.0, 0.5, 1.0]  # the support reweighting's slope; 0 = EASE
 REWEIGHT_ITERATIONS = [1, 2]
 REWEIGHT_Z_SCALE = 3.0  # z-scores divided by this before exp: a = ±1 spans weights e^(±5/3) at the clip
+USER_KNN_K = [10, 20, 50, 100]  # neighbours
+USER_KNN_BETAS = [0.0, 0.2, 0.5, 1.0, 2.0]  # the kNN term's weight; 0 = EASE
+PAIR_COUNTS = [300, 1000]  # the most co-rated pairs kept as inputs (5,000 chose no better on fold 0)
+PAIR_LAMBDAS = [30.0, 300.0, 3000.0]  # the pairs' ridge
 
 
 @dataclass
@@ -178,6 +191,51 @@ def support_reweighted(inputs: np.ndarray, weights: np.ndarray, a: float, iterat
         mean = scale.sum(1, keepdims=True) / np.maximum(support.sum(1, keepdims=True), 1)
         scale = scale / np.maximum(mean, 1e-12)
     return (inputs * scale) @ weights
+
+
+def user_knn(train: np.ndarray, inputs: np.ndarray, k: int) -> np.ndarray:
+    """Each row of `inputs` scored by its `k` most cosine-similar `train` rows, summed by similarity."""
+    similarity = (inputs / (np.linalg.norm(inputs, axis=1, keepdims=True) + 1e-9)) @ (
+        train / (np.linalg.norm(train, axis=1, keepdims=True) + 1e-9)
+    ).T
+    nearest = np.argpartition(-similarity, k, axis=1)[:, :k]
+    kept = np.zeros_like(similarity)
+    np.put_along_axis(kept, nearest, np.take_along_axis(similarity, nearest, 1), 1)
+    return kept @ train
+
+
+def top_pairs(watched: np.ndarray, count: int) -> np.ndarray:
+    """The `count` item pairs (i < j) rated together by the most users, as [count, 2] columns."""
+    upper = np.triu_indices(watched.shape[1], 1)
+    together = (watched.T.astype(np.float64) @ watched)[upper]
+    best = np.argsort(-together, kind="stable")[:count]
+    return np.stack([upper[0][best], upper[1][best]], 1)
+
+
+def pair_inputs(inputs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    return inputs[:, pairs[:, 0]] * inputs[:, pairs[:, 1]]
+
+
+def higher_order_ease(
+    watched: np.ndarray, pairs: np.ndarray, lam: float, pair_lam: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """argmin ‖X − X·B − Z·C‖² + λ‖B‖² + λp‖C‖², Z the `pairs`' inputs, with B's diagonal zero and
+    C[(i, j), i] = C[(i, j), j] = 0: per target item, the exact fit with its own constrained inputs
+    removed (Lagrange multipliers over them). Returns (B, C)."""
+    n_items = watched.shape[1]
+    features = np.concatenate([watched, pair_inputs(watched, pairs)], 1).astype(np.float64)
+    gram = features.T @ features
+    inverse = np.linalg.inv(gram + np.diag(np.r_[np.full(n_items, lam), np.full(len(pairs), pair_lam)]))
+    weights = inverse @ gram[:, :n_items]
+    constrained: list[list[int]] = [[item] for item in range(n_items)]
+    for row, (i, j) in enumerate(pairs):
+        constrained[i].append(n_items + row)
+        constrained[j].append(n_items + row)
+    for item, rows in enumerate(constrained):
+        multipliers = np.linalg.solve(inverse[np.ix_(rows, rows)], weights[rows, item])
+        weights[:, item] -= inverse[:, rows] @ multipliers
+        weights[rows, item] = 0.0
+    return weights[:n_items].astype(np.float32), weights[n_items:].astype(np.float32)
 
 
 def rp3beta(watched: np.ndarray, alpha: float, beta: float) -> np.ndarray:
@@ -363,13 +421,25 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
 
     like_rate = np.log((liked.sum(0) + 1) / (watched.sum(0) + 2))
     like_rate = (like_rate - like_rate.mean()) / like_rate.std()
-    chosen["ease_like"] = choose(
-        (
-            ({**ease_knobs, "β": b}, lambda u, b=b: zscore(ease_model(u)) + b * like_rate[None, :])
-            for b in LIKE_BETAS
-        ),
-        val,
-    )
+
+    def plus_like(knobs: Knobs, model: Model):
+        for b in LIKE_BETAS:
+            yield {**knobs, "β": b}, lambda u, b=b: zscore(model(u)) + b * like_rate[None, :]
+
+    rating_mfs = [(factors, reg, *rating_mf(explicit, factors, reg)) for factors, reg in RATING_MF]
+
+    def plus_rating(knobs: Knobs, model: Model):
+        for factors, reg, mean, items in rating_mfs:
+            for fold_reg in RATING_FOLD_IN_REGS:
+                for beta in RATING_BETAS:
+                    yield (
+                        {**knobs, "mf": factors, "mf_reg": reg, "fold_in": fold_reg, "βr": beta},
+                        lambda u, m=mean, it=items, r=fold_reg, b=beta: (
+                            zscore(model(u)) + b * zscore(predicted_ratings(m, it, u.ratings, r))
+                        ),
+                    )
+
+    chosen["ease_like"] = choose(plus_like(ease_knobs, ease_model), val)
     dropout_fits = ease_fits(gram, sp.ease_lambdas, DROPOUT_KAPPAS)
     chosen["ease_dropout"] = choose(item_item(dropout_fits, sp.low_rating_weights), val)
     dropout_knobs = chosen["ease_dropout"][0]
@@ -398,20 +468,7 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
     assert best_episodic is not None
     chosen["ease_episodic"] = best_episodic
 
-    def rating_settings():
-        for factors, reg in RATING_MF:
-            mean, items = rating_mf(explicit, factors, reg)
-            for fold_reg in RATING_FOLD_IN_REGS:
-                for beta in RATING_BETAS:
-                    knobs = {**ease_knobs, "mf": factors, "mf_reg": reg, "fold_in": fold_reg, "β": beta}
-                    yield (
-                        knobs,
-                        lambda u, m=mean, it=items, r=fold_reg, b=beta: (
-                            zscore(ease_model(u)) + b * zscore(predicted_ratings(m, it, u.ratings, r))
-                        ),
-                    )
-
-    chosen["ease_rating_mf"] = choose(rating_settings(), val)
+    chosen["ease_rating_mf"] = choose(plus_rating(ease_knobs, ease_model), val)
 
     def graded(u: Users, c4: float) -> np.ndarray:
         five = (u.ratings >= 5).astype(np.float32)
@@ -431,6 +488,40 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
         ),
         val,
     )
+
+    knn_scores: dict[tuple[int, int], np.ndarray] = {}  # (id of val or test, k): computed once each
+
+    def knn_term(u: Users, k: int) -> np.ndarray:
+        key = (id(u), k)
+        if key not in knn_scores:
+            knn_scores[key] = zscore(user_knn(liked, u.inputs(low_weight), k))
+        return knn_scores[key]
+
+    chosen["ease_user_knn"] = choose(
+        (
+            ({**ease_knobs, "k": k, "β": b}, lambda u, k=k, b=b: zscore(ease_model(u)) + b * knn_term(u, k))
+            for k in USER_KNN_K
+            for b in USER_KNN_BETAS
+        ),
+        val,
+    )
+
+    def pair_models():
+        for count in PAIR_COUNTS:
+            pairs = top_pairs(watched, count)
+            for pair_lam in PAIR_LAMBDAS:
+                items, pair_weights = higher_order_ease(watched, pairs, ease_knobs["λ"], pair_lam)
+                yield (
+                    {**ease_knobs, "pairs": count, "λp": pair_lam},
+                    lambda u, p=pairs, b=items, c=pair_weights: (
+                        u.inputs(low_weight) @ b + pair_inputs(u.inputs(low_weight), p) @ c
+                    ),
+                )
+
+    chosen["ease_pairs"] = choose(pair_models(), val)
+    dropout_model = chosen["ease_dropout"][1]
+    like_knobs, like_model, _ = choose(plus_like(dropout_knobs, dropout_model), val)
+    chosen["ease_dropout_stack"] = choose(plus_rating(like_knobs, like_model), val)
 
     rows, info = [], {"fold": fold, "knobs": {}, "validation": {}}
     for name, (knobs, model, value) in chosen.items():

@@ -17,8 +17,12 @@ from benchmarks.item_models import (
     closed_form_ease,
     ease_fits,
     episodic,
+    higher_order_ease,
     markdown,
+    pair_inputs,
     support_reweighted,
+    top_pairs,
+    user_knn,
     watch_to_like,
 )
 from metarec_tasks.logs.contract import USER_KEY
@@ -46,6 +50,33 @@ def test_the_ridge_variants_are_ease_at_a_constant_ridge():
     learned = closed_form_ease(torch.tensor(gram, dtype=torch.float32), torch.full((12,), float(np.log(5.0))))
     assert np.allclose(learned.numpy(), ease, atol=1e-4)
     assert not np.allclose(dropout, ease, atol=1e-3)  # κ shrinks popular items more
+
+
+def test_higher_order_ease_is_ease_without_pairs_and_no_pair_predicts_its_own_items():
+    watched = interactions()
+    ease = EASE(watched, 5.0, max_items=100).weights
+    items, pair_weights = higher_order_ease(watched, top_pairs(watched, 0), 5.0, 50.0)
+    assert np.allclose(items, ease, atol=1e-5) and pair_weights.shape == (0, 12)
+    pairs = top_pairs(watched, 6)
+    together = watched.T @ watched
+    assert min(together[i, j] for i, j in pairs) >= np.sort(together[np.triu_indices(12, 1)])[-6]
+    items, pair_weights = higher_order_ease(watched, pairs, 5.0, 50.0)
+    assert np.all(np.diag(items) == 0)
+    for row, (i, j) in enumerate(pairs):
+        assert pair_weights[row, i] == 0 and pair_weights[row, j] == 0
+    assert np.abs(pair_weights).sum() > 0  # the pairs do carry weight on the other items
+    assert np.array_equal(
+        pair_inputs(np.eye(12, dtype=np.float32)[:1] + np.eye(12)[1:2], pairs)[0] > 0,
+        [{i, j} <= {0, 1} for i, j in pairs],
+    )
+
+
+def test_user_knn_scores_by_the_nearest_training_users_only():
+    train = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+    scores = user_knn(train, np.array([[1, 1, 0, 0]], np.float32), k=1)
+    assert np.allclose(scores, train[:1])  # its one neighbour is the identical first user
+    scores = user_knn(train, np.array([[1, 1, 0, 0]], np.float32), k=2)
+    assert scores[0, 2] > 0 and scores[0, 3] == 0  # the second-nearest counts, the unrelated one does not
 
 
 def test_support_reweighting_is_ease_at_slope_zero_and_trusts_the_typical_item_above_it():
