@@ -38,6 +38,10 @@ scored on its test users:
 - `ease_dropout_stack`: `ease_dropout`'s choice, then + β × the like-rate (`ease_like`'s term), then +
   β × the rating-MF term (`ease_rating_mf`'s), each chosen on validation with the earlier ones fixed:
   do the three item-side signals that each gained alone add up?
+- `ease_cv`, `ease_dropout_cv`: EASE and `ease_dropout` with their knobs chosen by `CV_PARTS`-fold
+  cross-validation over the fold's ~600 training users (each part's users scored on their own
+  query sets by the fit on the other parts' Gram) instead of on its ~47 validation users: is the
+  noise of choosing among 90 settings on few users what holds the dropout model back?
 
     python -m benchmarks.item_models            # 5 folds
     python -m benchmarks.item_models --folds 1  # one fold (options: benchmarks/ml100k_topk.py's)
@@ -56,7 +60,7 @@ import torch
 
 from benchmarks import ml100k_topk as topk
 from benchmarks.protocol import fold_tasks
-from metarec_tasks.data.episodes import QUERY, SUPPORT, TEST, VALIDATION
+from metarec_tasks.data.episodes import QUERY, SUPPORT, TEST, TRAIN, VALIDATION
 from metarec_tasks.logs.contract import ITEM_KEY, USER_KEY
 from metarec_tasks.ranking import baselines as bl
 from metarec_tasks.selection.metrics import recall_per_user
@@ -89,6 +93,7 @@ USER_KNN_K = [10, 20, 50, 100]  # neighbours
 USER_KNN_BETAS = [0.0, 0.2, 0.5, 1.0, 2.0]  # the kNN term's weight; 0 = EASE
 PAIR_COUNTS = [300, 1000]  # the most co-rated pairs kept as inputs (5,000 chose no better on fold 0)
 PAIR_LAMBDAS = [30.0, 300.0, 3000.0]  # the pairs' ridge
+CV_PARTS = 5  # cross-validation parts of the training users (ease_cv, ease_dropout_cv)
 
 
 @dataclass
@@ -236,6 +241,48 @@ def higher_order_ease(
         weights[:, item] -= inverse[:, rows] @ multipliers
         weights[rows, item] = 0.0
     return weights[:n_items].astype(np.float32), weights[n_items:].astype(np.float32)
+
+
+def cv_parts(
+    learners: pd.DataFrame,
+    watched: np.ndarray,
+    train_users: list[str],
+    n_items: int,
+    threshold: float,
+    rng: np.random.Generator,
+) -> list[tuple[np.ndarray, Users]]:
+    """The training users' tasks (`learners`) cut into `CV_PARTS` random parts: each part's `watched`
+    rows (what leaves the Gram) and its users as `Users` (their support → query tasks)."""
+    users = sorted(learners[USER_KEY].unique())
+    row_of = {user: k for k, user in enumerate(train_users)}
+    parts = []
+    for part in np.array_split(np.asarray(users)[rng.permutation(len(users))], CV_PARTS):
+        rows = watched[[row_of[user] for user in part]]
+        parts.append(
+            (rows, eval_users(learners[learners[USER_KEY].isin(set(part.tolist()))], n_items, threshold))
+        )
+    return parts
+
+
+def cross_validated_ease(
+    gram: np.ndarray,
+    parts: list[tuple[np.ndarray, Users]],
+    lambdas: list[float],
+    kappas: list[float],
+    low_weights: list[float],
+) -> dict[tuple[float, float, float], float]:
+    """Mean Recall@K of every (λ, κ, low-rating weight) over the `parts`' users, each part scored by
+    the fit on `gram` less the part's own Gram (its users' rows `(rows, users)`), as new users."""
+    totals: dict[tuple[float, float, float], float] = {}
+    count = 0
+    for rows, users in parts:
+        rest = gram - bl.binary_gram(rows, np.arange(len(gram)))
+        for knobs, model in item_item(ease_fits(rest, lambdas, kappas), low_weights):
+            recall = users.recall(model(users))
+            key = (knobs["λ"], knobs["κ"], knobs["low"])
+            totals[key] = totals.get(key, 0.0) + float(np.nansum(recall))
+        count += int(np.isfinite(recall).sum())
+    return {key: total / count for key, total in totals.items()}
 
 
 def rp3beta(watched: np.ndarray, alpha: float, beta: float) -> np.ndarray:
@@ -522,6 +569,17 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
     dropout_model = chosen["ease_dropout"][1]
     like_knobs, like_model, _ = choose(plus_like(dropout_knobs, dropout_model), val)
     chosen["ease_dropout_stack"] = choose(plus_rating(like_knobs, like_model), val)
+
+    learners = split[split["split"] == TRAIN]
+    parts = cv_parts(
+        learners, watched, train_users, n_items, threshold, np.random.default_rng([seed, 5, fold])
+    )
+    cv = cross_validated_ease(gram, parts, sp.ease_lambdas, [0.0, *DROPOUT_KAPPAS], sp.low_rating_weights)
+    for name, kappas in (("ease_cv", [0.0]), ("ease_dropout_cv", DROPOUT_KAPPAS)):
+        lam, kappa, low = max((key for key in cv if key[1] in kappas), key=cv.__getitem__)
+        fitted = next(item_item(ease_fits(gram, [lam], [kappa]), [low]))[1]
+        knobs = {"λ": lam, "κ": kappa, "low": low, "cv": round(cv[lam, kappa, low], 4)}
+        chosen[name] = (knobs, fitted, float(np.nanmean(val.recall(fitted(val)))))  # the column: validation
 
     rows, info = [], {"fold": fold, "knobs": {}, "validation": {}}
     for name, (knobs, model, value) in chosen.items():

@@ -15,6 +15,7 @@ from benchmarks.item_models import (
     Users,
     build_report,
     closed_form_ease,
+    cross_validated_ease,
     ease_fits,
     episodic,
     higher_order_ease,
@@ -77,6 +78,35 @@ def test_user_knn_scores_by_the_nearest_training_users_only():
     assert np.allclose(scores, train[:1])  # its one neighbour is the identical first user
     scores = user_knn(train, np.array([[1, 1, 0, 0]], np.float32), k=2)
     assert scores[0, 2] > 0 and scores[0, 3] == 0  # the second-nearest counts, the unrelated one does not
+
+
+def as_users(rows: np.ndarray, seed: int) -> Users:
+    """Each row a user: a random half of their items the support, the other half the query."""
+    rng = np.random.default_rng(seed)
+    support = rows * (rng.random(rows.shape) < 0.5)
+    return Users(
+        users=[f"u{u}" for u in range(len(rows))],
+        liked=support,
+        low=np.zeros_like(rows),
+        ratings=support * 5,
+        relevant=[set(np.flatnonzero(row - kept).tolist()) for row, kept in zip(rows, support, strict=True)],
+        excluded=support > 0,
+    )
+
+
+def test_cross_validation_scores_each_part_by_the_fit_on_the_other_parts_only():
+    watched = interactions(users=60, items=60)  # more items than K: the ranking matters
+    halves = [watched[:30], watched[30:]]
+    parts = [(rows, as_users(rows, seed)) for seed, rows in enumerate(halves)]
+    gram = watched.astype(np.float64).T @ watched
+    cv = cross_validated_ease(gram, parts, [5.0, 50.0], [0.0], [0.0])
+    for lam in (5.0, 50.0):
+        expected = [
+            parts[k][1].recall(parts[k][1].inputs(0.0) @ EASE(halves[1 - k], lam, max_items=100).weights)
+            for k in (0, 1)
+        ]
+        recall = np.concatenate(expected)
+        assert cv[lam, 0.0, 0.0] == pytest.approx(np.nanmean(recall))
 
 
 def test_support_reweighting_is_ease_at_slope_zero_and_trusts_the_typical_item_above_it():
