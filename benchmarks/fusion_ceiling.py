@@ -8,6 +8,11 @@ by paired Wilcoxon tests over the 5-fold test users:
 - `learned`: the pipeline's blend (greedy forward selection per support bucket, validation users);
 - `learned_overall`: the same without per-bucket weights (fewer choices on few validation users);
 - `top2_equal`: the two best candidates by validation recall, equal weights (almost no choice);
+- `family_equal`: the best baseline and the best meta ranker by validation recall, equal weights:
+  an average across model families, whose only choices are its two members;
+- `selected`: the pipeline's challenger (the best validation recall of the singles and `learned`);
+- `selected_family`: the same choice with `family_equal` in place of `learned` (its validation figure
+  is read on the same users, with no weights fitted on them);
 - `ceiling`: the pair and weight with the best *test* recall — it reads test users, so it is no
   result, only the most any pair blend of these candidates could give.
 
@@ -29,6 +34,7 @@ from metarec_tasks.ranking.data import eval_users as ranking_eval_users
 from metarec_tasks.ranking.scoring import exclusion_mask
 from metarec_tasks.selection.fusion import bucket_of, greedy_weights, learn_blend, normalise
 from metarec_tasks.selection.metrics import recall_per_user
+from metarec_tasks.selection.select import BLEND
 
 K = topk.K
 PAIR_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)  # weight of the second candidate; the first at 1
@@ -57,6 +63,13 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
     rules["learned_overall"] = recalls(sum(w * z[n] for n, w in overall.items()), excluded, test.relevant)
     first, second = sorted(selection.candidates, key=lambda n: -selection.validation[n])[:2]
     rules["top2_equal"] = recalls(z[first] + z[second], excluded, test.relevant)
+    family = [best_of_kind(selection, kind) for kind in ("baseline", "meta")]
+    rules["family_equal"] = recalls(z[family[0]] + z[family[1]], excluded, test.relevant)
+    family_val = recall_per_user(val_z[family[0]] + val_z[family[1]], val_excluded, val.relevant, K)
+    rules["selected"] = rules["learned" if selection.challenger == BLEND else selection.challenger]
+    singles = {n: selection.validation[n] for n in selection.candidates}
+    chosen_family = max([*singles, "family_equal"], key=lambda n: singles.get(n, np.nanmean(family_val)))
+    rules["selected_family"] = rules[chosen_family]
     for a, b in itertools.combinations(sorted(z), 2):
         for weight in PAIR_WEIGHTS:
             rules[f"{a}+{weight:g}*{b}"] = recalls(z[a] + weight * z[b], excluded, test.relevant)
@@ -66,7 +79,16 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
         for u, user in enumerate(test.support.users)
         if not np.isnan(values[u])
     ]
-    return rows, {"fold": fold, "top2": [first, second], "overall_weights": overall, "blend": blend.to_json()}
+    info = {"fold": fold, "top2": [first, second], "family": family, "overall_weights": overall}
+    info |= {"blend": blend.to_json(), "selected": selection.challenger, "selected_family": chosen_family}
+    info["family_validation"] = float(np.nanmean(family_val))
+    return rows, info
+
+
+def best_of_kind(selection, kind: str) -> str:
+    """The candidate of `kind` with the best validation recall."""
+    mine = [n for n, c in selection.candidates.items() if c.kind == kind]
+    return max(mine, key=lambda n: np.nan_to_num(selection.validation[n], nan=-1.0))
 
 
 def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, args, started: float) -> dict:
@@ -98,8 +120,9 @@ def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, a
 
 def markdown(report: dict) -> str:
     t, ceiling = report["rules"], report["ceiling_rule"]
-    singles = [r for r in t if "+" not in r and r not in ("learned", "learned_overall", "top2_equal")]
-    shown = [*sorted(singles, key=lambda r: -t[r]["recall"]), "learned", "learned_overall", "top2_equal"]
+    rules = ("learned", "learned_overall", "top2_equal", "family_equal", "selected", "selected_family")
+    singles = [r for r in t if "+" not in r and r not in rules]
+    shown = [*sorted(singles, key=lambda r: -t[r]["recall"]), *rules]
     shown += sorted((r for r in t if "+" in r), key=lambda r: -t[r]["recall"])[:5]
     lines = [
         "# Fusion ceiling on ML-100K (issue 13)",

@@ -21,6 +21,9 @@ def test_rules_are_compared_with_ease_and_the_ceiling_is_the_best_pair():
         "learned": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
         "learned_overall": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
         "top2_equal": [0.5, 0.5, 0.0, 1.0, 0.5, 0.5],
+        "family_equal": [0.5, 1.0, 0.5, 1.0, 1.0, 0.5],
+        "selected": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        "selected_family": [0.5, 1.0, 0.5, 1.0, 1.0, 0.5],
     }
     frame = pd.DataFrame(
         [
@@ -35,4 +38,5 @@ def test_rules_are_compared_with_ease_and_the_ceiling_is_the_best_pair():
     assert rules["ease"]["minus_ease"] == 0.0 and rules["ease"]["wilcoxon_p"] == 1.0
     assert rules["ease+1*meta"]["minus_ease"] == pytest.approx(0.25)
     assert rules["learned"]["minus_ease"] == pytest.approx(-0.5) and rules["learned"]["wilcoxon_p"] < 0.05
-    assert "**ceiling**" in markdown(report)
+    assert rules["selected_family"]["minus_ease"] == pytest.approx(0.25)  # a rule, never the ceiling
+    assert "**ceiling**" in markdown(report) and "| selected_family |" in markdown(report)
