@@ -91,7 +91,7 @@ REWEIGHT_ITERATIONS = [1, 2]
 REWEIGHT_Z_SCALE = 3.0  # z-scores divided by this before exp: a = ±1 spans weights e^(±5/3) at the clip
 USER_KNN_K = [10, 20, 50, 100]  # neighbours
 USER_KNN_BETAS = [0.0, 0.2, 0.5, 1.0, 2.0]  # the kNN term's weight; 0 = EASE
-PAIR_COUNTS = [300, 1000]  # the most co-rated pairs kept as inputs (5,000 chose no better on fold 0)
+PAIR_COUNTS = [300, 1000]  # the most co-rated pairs kept as inputs (the solve is cubic in items + pairs)
 PAIR_LAMBDAS = [30.0, 300.0, 3000.0]  # the pairs' ridge
 CV_PARTS = 5  # cross-validation parts of the training users (ease_cv, ease_dropout_cv)
 
