@@ -2,8 +2,8 @@
 
 Per fold, the pipeline's candidates are trained and tuned on validation users exactly as in
 `benchmarks/ml100k_topk.py`; then, on the fold's test users, every pair of candidates is blended
-(per-user z-scores, `selection/fusion.py`) at fixed weights. Four blend rules are compared with EASE
-by paired Wilcoxon tests over the 5-fold test users:
+(per-user z-scores, `selection/fusion.py`) at fixed weights. These rules are compared with EASE by
+paired Wilcoxon tests over the 5-fold test users:
 
 - `learned`: the pipeline's blend (greedy forward selection per support bucket, validation users);
 - `learned_overall`: the same without per-bucket weights (fewer choices on few validation users);
@@ -32,12 +32,14 @@ from metarec_tasks.evaluation.metrics import mean_ci95
 from metarec_tasks.logs.contract import USER_KEY
 from metarec_tasks.ranking.data import eval_users as ranking_eval_users
 from metarec_tasks.ranking.scoring import exclusion_mask
-from metarec_tasks.selection.fusion import bucket_of, greedy_weights, learn_blend, normalise
+from metarec_tasks.selection.fusion import bucket_of, greedy_weights, normalise
 from metarec_tasks.selection.metrics import recall_per_user
-from metarec_tasks.selection.select import BLEND
+from metarec_tasks.selection.select import BLEND, Selection, best_of
 
 K = topk.K
 PAIR_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)  # weight of the second candidate; the first at 1
+FAMILY = "family_equal"
+BLEND_RULES = ("learned", "learned_overall", "top2_equal", FAMILY, "selected", "selected_family")
 
 
 def recalls(scores: np.ndarray, excluded: np.ndarray, relevant: list[set[int]]) -> np.ndarray:
@@ -49,7 +51,6 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
     selection, sp = chosen.selection, params.selection
     val, val_excluded = chosen.val, exclusion_mask(chosen.val.seen, chosen.ctx.unavailable).numpy()
     val_z = {n: normalise(c.val_scores, val_excluded) for n, c in selection.candidates.items()}
-    val_sizes = np.asarray([len(items) for items in val.support.items])
 
     test = ranking_eval_users(chosen.test_tasks, catalog, params)
     excluded = exclusion_mask(test.seen, chosen.ctx.unavailable).numpy()
@@ -57,18 +58,18 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
     buckets = bucket_of(np.asarray([len(items) for items in test.support.items]))
 
     rules = {name: recalls(values, excluded, test.relevant) for name, values in z.items()}
-    blend = learn_blend(val_z, val_excluded, val.relevant, val_sizes, K, sp)
+    blend = selection.blend  # the pipeline's, learned on the validation users
+    assert blend is not None, "fusion_ceiling measures the blend: selection.blend must be on"
     rules["learned"] = recalls(blend.combine(z, buckets), excluded, test.relevant)
     overall = greedy_weights(val_z, val_excluded, val.relevant, K, sp)
     rules["learned_overall"] = recalls(sum(w * z[n] for n, w in overall.items()), excluded, test.relevant)
     first, second = sorted(selection.candidates, key=lambda n: -selection.validation[n])[:2]
     rules["top2_equal"] = recalls(z[first] + z[second], excluded, test.relevant)
-    family = [best_of_kind(selection, kind) for kind in ("baseline", "meta")]
-    rules["family_equal"] = recalls(z[family[0]] + z[family[1]], excluded, test.relevant)
-    family_val = recall_per_user(val_z[family[0]] + val_z[family[1]], val_excluded, val.relevant, K)
+    family = family_of(selection, len(val.support))
+    rules[FAMILY] = recalls(z[family[0]] + z[family[1]], excluded, test.relevant)
+    family_val = float(np.nanmean(recalls(val_z[family[0]] + val_z[family[1]], val_excluded, val.relevant)))
     rules["selected"] = rules["learned" if selection.challenger == BLEND else selection.challenger]
-    singles = {n: selection.validation[n] for n in selection.candidates}
-    chosen_family = max([*singles, "family_equal"], key=lambda n: singles.get(n, np.nanmean(family_val)))
+    chosen_family = challenger_with(selection, FAMILY, family_val, len(val.support))
     rules["selected_family"] = rules[chosen_family]
     for a, b in itertools.combinations(sorted(z), 2):
         for weight in PAIR_WEIGHTS:
@@ -81,14 +82,26 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
     ]
     info = {"fold": fold, "top2": [first, second], "family": family, "overall_weights": overall}
     info |= {"blend": blend.to_json(), "selected": selection.challenger, "selected_family": chosen_family}
-    info["family_validation"] = float(np.nanmean(family_val))
+    info["family_validation"] = family_val
     return rows, info
 
 
-def best_of_kind(selection, kind: str) -> str:
-    """The candidate of `kind` with the best validation recall."""
-    mine = [n for n, c in selection.candidates.items() if c.kind == kind]
-    return max(mine, key=lambda n: np.nan_to_num(selection.validation[n], nan=-1.0))
+def family_of(selection: Selection, users: int) -> list[str]:
+    """The best baseline and the best meta ranker by validation recall on `users` validation users
+    (`select.best_of`'s rule: NaN last, ties to the earlier candidate)."""
+    return [
+        best_of(
+            {n: selection.validation[n] for n, c in selection.candidates.items() if c.kind == kind}, users, K
+        )
+        for kind in ("baseline", "meta")
+    ]
+
+
+def challenger_with(selection: Selection, name: str, validation: float, users: int) -> str:
+    """The pipeline's choice (`select.best_of`) among the single candidates and `name` at `validation`,
+    in place of the learned blend."""
+    singles = {n: selection.validation[n] for n in selection.candidates}
+    return best_of({**singles, name: validation}, users, K)
 
 
 def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, args, started: float) -> dict:
@@ -120,9 +133,8 @@ def build_report(frame: pd.DataFrame, fold_info: list[dict], protocol, params, a
 
 def markdown(report: dict) -> str:
     t, ceiling = report["rules"], report["ceiling_rule"]
-    rules = ("learned", "learned_overall", "top2_equal", "family_equal", "selected", "selected_family")
-    singles = [r for r in t if "+" not in r and r not in rules]
-    shown = [*sorted(singles, key=lambda r: -t[r]["recall"]), *rules]
+    singles = [r for r in t if "+" not in r and r not in BLEND_RULES]
+    shown = [*sorted(singles, key=lambda r: -t[r]["recall"]), *BLEND_RULES]
     shown += sorted((r for r in t if "+" in r), key=lambda r: -t[r]["recall"])[:5]
     lines = [
         "# Fusion ceiling on ML-100K (issue 13)",

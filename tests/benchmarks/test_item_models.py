@@ -53,7 +53,7 @@ def test_the_ridge_variants_are_ease_at_a_constant_ridge():
     assert not np.allclose(dropout, ease, atol=1e-3)  # κ shrinks popular items more
 
 
-def test_higher_order_ease_is_ease_without_pairs_and_no_pair_predicts_its_own_items():
+def test_higher_order_ease_is_ease_without_pairs_and_each_column_the_ridge_fit_without_its_own_inputs():
     watched = interactions()
     ease = EASE(watched, 5.0, max_items=100).weights
     items, pair_weights = higher_order_ease(watched, top_pairs(watched, 0), 5.0, 50.0)
@@ -62,14 +62,22 @@ def test_higher_order_ease_is_ease_without_pairs_and_no_pair_predicts_its_own_it
     together = watched.T @ watched
     assert min(together[i, j] for i, j in pairs) >= np.sort(together[np.triu_indices(12, 1)])[-6]
     items, pair_weights = higher_order_ease(watched, pairs, 5.0, 50.0)
-    assert np.all(np.diag(items) == 0)
-    for row, (i, j) in enumerate(pairs):
-        assert pair_weights[row, i] == 0 and pair_weights[row, j] == 0
+    features = np.concatenate([watched, pair_inputs(watched, pairs)], 1).astype(np.float64)
+    ridge = np.r_[np.full(12, 5.0), np.full(len(pairs), 50.0)]
+    for item in range(12):  # brute force: the ridge fit of column `item` on every other input
+        kept = [f for f in range(12 + len(pairs)) if f != item and (f < 12 or item not in pairs[f - 12])]
+        x = features[:, kept]
+        fit = np.linalg.solve(x.T @ x + np.diag(ridge[kept]), x.T @ watched[:, item])
+        expected = np.zeros(12 + len(pairs))
+        expected[kept] = fit
+        assert np.allclose(np.r_[items[:, item], pair_weights[:, item]], expected, atol=1e-5)
     assert np.abs(pair_weights).sum() > 0  # the pairs do carry weight on the other items
-    assert np.array_equal(
-        pair_inputs(np.eye(12, dtype=np.float32)[:1] + np.eye(12)[1:2], pairs)[0] > 0,
-        [{i, j} <= {0, 1} for i, j in pairs],
-    )
+
+
+def test_a_pair_input_is_on_only_when_the_user_has_both_items():
+    pairs = np.array([[0, 1], [1, 2], [0, 2]])
+    inputs = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.5]], np.float32)
+    assert np.array_equal(pair_inputs(inputs, pairs), [[1.0, 0.0, 0.0], [0.0, 0.5, 0.0]])
 
 
 def test_user_knn_scores_by_the_nearest_training_users_only():
