@@ -11,6 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks.item_fits import (
+    higher_order_ease,
+    pair_inputs,
+    support_reweighted,
+    top_pairs,
+    user_knn,
+    watch_to_like,
+)
 from benchmarks.item_models import (
     Users,
     build_report,
@@ -18,13 +26,7 @@ from benchmarks.item_models import (
     cross_validated_ease,
     ease_fits,
     episodic,
-    higher_order_ease,
     markdown,
-    pair_inputs,
-    support_reweighted,
-    top_pairs,
-    user_knn,
-    watch_to_like,
 )
 from metarec_tasks.logs.contract import USER_KEY
 from metarec_tasks.ranking.baselines import EASE
