@@ -51,11 +51,11 @@ def user_knn(train: np.ndarray, inputs: np.ndarray, k: int) -> np.ndarray:
     return kept @ train
 
 
-def top_pairs(watched: np.ndarray, count: int) -> np.ndarray:
-    """The `count` item pairs (i < j) rated together by the most users, as [count, 2] columns."""
-    upper = np.triu_indices(watched.shape[1], 1)
-    together = (watched.T.astype(np.float64) @ watched)[upper]
-    best = np.argsort(-together, kind="stable")[:count]
+def top_pairs(gram: np.ndarray, count: int) -> np.ndarray:
+    """The `count` item pairs (i < j) rated together by the most users, as [count, 2] columns; `gram`:
+    the co-occurrence counts (`baselines.binary_gram`), which the probe already holds for EASE."""
+    upper = np.triu_indices(len(gram), 1)
+    best = np.argsort(-gram[upper], kind="stable")[:count]
     return np.stack([upper[0][best], upper[1][best]], 1)
 
 

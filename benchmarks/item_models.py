@@ -451,7 +451,7 @@ def run_fold(fold, tasks, folds, protocol, ratings, catalog, vocab, params, args
     def pair_models() -> Iterator[tuple[Knobs, Model]]:
         """Higher-order EASE at every pair count and pair ridge, λ and low weight EASE's choice."""
         for count in PAIR_COUNTS:
-            pairs = top_pairs(watched, count)
+            pairs = top_pairs(gram, count)
             for pair_lam in PAIR_LAMBDAS:
                 items, pair_weights = higher_order_ease(watched, pairs, ease_knobs["λ"], pair_lam)
                 yield (

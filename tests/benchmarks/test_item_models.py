@@ -58,10 +58,10 @@ def test_the_ridge_variants_are_ease_at_a_constant_ridge():
 def test_higher_order_ease_is_ease_without_pairs_and_each_column_the_ridge_fit_without_its_own_inputs():
     watched = interactions()
     ease = EASE(watched, 5.0, max_items=100).weights
-    items, pair_weights = higher_order_ease(watched, top_pairs(watched, 0), 5.0, 50.0)
+    together = watched.astype(np.float64).T @ watched
+    items, pair_weights = higher_order_ease(watched, top_pairs(together, 0), 5.0, 50.0)
     assert np.allclose(items, ease, atol=1e-5) and pair_weights.shape == (0, 12)
-    pairs = top_pairs(watched, 6)
-    together = watched.T @ watched
+    pairs = top_pairs(together, 6)
     assert min(together[i, j] for i, j in pairs) >= np.sort(together[np.triu_indices(12, 1)])[-6]
     items, pair_weights = higher_order_ease(watched, pairs, 5.0, 50.0)
     features = np.concatenate([watched, pair_inputs(watched, pairs)], 1).astype(np.float64)
